@@ -1,0 +1,163 @@
+"""`vsr upscale` through the CLI: one clear line and exit code 1 for bad input, nothing left behind."""
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from clips import make_clip, probe
+from typer.testing import CliRunner
+
+from vsr.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, ["upscale", *map(str, args), "--quiet"])
+
+
+def assert_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    err = result.stderr if hasattr(result, "stderr") else result.output
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def leftovers(folder: Path, before: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - before
+
+
+def test_success_prints_summary(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=6)
+    res = run(src, "-o", tmp_path / "out.mp4", "--weights", tiny_weights, "--batch-size", "2", "--precision", "fp32")
+    assert res.exit_code == 0, res.output
+    assert "6 frames in, 6 out, 32x24 -> 128x96" in res.output and "fps" in res.output and "fp32" in res.output
+    assert probe(tmp_path / "out.mp4")["frames"] == 6
+
+
+def test_missing_file(tmp_path: Path, tiny_weights: Path):
+    assert_error(run(tmp_path / "nope.mp4", "--weights", tiny_weights), "nope.mp4", "no such file")
+
+
+def test_not_a_media_file(tmp_path: Path, tiny_weights: Path):
+    (tmp_path / "text.mp4").write_text("hello, I am not a video\n" * 20)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_error(run(tmp_path / "text.mp4", "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "text.mp4", "not a readable media file")
+    assert leftovers(tmp_path, before) == set()
+
+
+def test_no_video_stream(tmp_path: Path, tiny_weights: Path):
+    path = tmp_path / "audio.m4a"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    assert_error(run(path, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "audio.m4a", "no video stream")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_zero_frames(tmp_path: Path, tiny_weights: Path):
+    """A video stream that holds no frames (only the audio has packets)."""
+    path = tmp_path / "empty.mkv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height = 32, 24
+        a = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(a.encode(frame))
+        out.mux(a.encode(None))
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_error(run(path, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "empty.mkv", "no decodable frames")
+    assert leftovers(tmp_path, before) == set()
+
+
+def _corrupt(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    start = int(len(data) * 0.3)
+    data[start : start + 200] = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_corrupt_packets_stop_with_the_frame_named(tmp_path: Path, tiny_weights: Path):
+    src = _corrupt(make_clip(tmp_path / "good.mp4", frames=24, width=64, height=48, audio=None), tmp_path / "bad.mp4")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "bad.mp4", "corrupt video data at video frame", "--skip-corrupt")
+    assert leftovers(tmp_path, before) == set()
+    ok = run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--skip-corrupt")
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "o.mp4").exists()
+
+
+def test_truncated_file(tmp_path: Path, tiny_weights: Path):
+    data = make_clip(tmp_path / "good.mp4", frames=24, audio=None).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    assert_error(run(tmp_path / "cut.mp4", "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "cut.mp4")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_truncated_mkv_is_reported(tmp_path: Path, tiny_weights: Path):
+    data = make_clip(tmp_path / "good.mkv", frames=24, audio=None).read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    res = runner.invoke(app, ["upscale", str(tmp_path / "cut.mkv"), "-o", str(tmp_path / "o.mkv"), "--weights", str(tiny_weights)])
+    assert res.exit_code == 0
+    assert "truncated file?" in res.output
+
+
+def test_output_not_writable(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    assert_error(run(src, "-o", tmp_path / "missing_dir" / "o.mp4", "--weights", tiny_weights), "does not exist")
+    assert_error(run(src, "-o", "/proc/vsr-cannot-write.mp4", "--weights", tiny_weights), "vsr-cannot-write.mp4")
+
+
+def test_output_equal_to_input(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    size = src.stat().st_size
+    assert_error(run(src, "-o", src, "--weights", tiny_weights), "the output is the input")
+    assert src.stat().st_size == size
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    (tmp_path / "o.mp4").write_bytes(b"keep me")
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "already exists", "--overwrite")
+    assert (tmp_path / "o.mp4").read_bytes() == b"keep me"
+    assert run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--overwrite").exit_code == 0
+    assert probe(tmp_path / "o.mp4")["frames"] == 4
+
+
+def test_bad_weights_and_options(tmp_path: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
+    assert_error(run(src, "--weights", tmp_path / "junk.pt"), "junk.pt", "not a readable weights file")
+    assert_error(run(src, "--weights", "no-such-model"), "no-such-model")
+    assert_error(run(src, "--precision", "fp8"), "--precision")
+    assert_error(run(src, "--device", "cuda:7"), "--device") if not __import__("torch").cuda.is_available() else None
+
+
+def test_unknown_codec_and_pix_fmt(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--codec", "nosuchcodec"), "nosuchcodec")
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--pix-fmt", "rgb8"), "rgb8")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_interrupt_leaves_nothing(tmp_path: Path, engine, monkeypatch):
+    src = make_clip(tmp_path / "in.mp4", frames=20)
+    before = {p.name for p in tmp_path.iterdir()}
+    calls = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.upscale_video(src, tmp_path / "o.mp4", progress=progress)
+    assert leftovers(tmp_path, before) == set()

@@ -1,0 +1,124 @@
+"""The streaming engine on synthetic clips: frames, sizes, audio, timing, rotation, colour, bit depth."""
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from clips import make_clip, probe
+from conftest import tiny_model
+
+from vsr.inference import Upscaler
+from vsr.pipeline import Engine
+
+AUDIO_FRAME_S = 1024 / 48000
+
+
+def _times(info: dict) -> list[float]:
+    return [float(p * info["time_base"]) for p in info["video_pts"]]
+
+
+def test_cfr_clip_keeps_frames_size_audio_and_pts(tmp_path: Path, engine: Engine):
+    src = make_clip(tmp_path / "in.mp4", frames=14, width=32, height=24, fps=12)
+    result = engine.upscale_video(src, tmp_path / "out.mp4")
+    a, b = probe(src), probe(tmp_path / "out.mp4")
+    assert result.frames_in == result.frames_out == a["frames"] == b["frames"] == 14
+    assert (b["width"], b["height"]) == (128, 96)
+    assert b["audio_codec"] == a["audio_codec"] == "aac"
+    assert abs(b["audio_duration"] - a["audio_duration"]) <= AUDIO_FRAME_S
+    assert np.allclose(_times(a), _times(b), atol=1e-4)
+    assert b["codec"] == "h264" and b["pix_fmt"] == "yuv420p"
+    assert not list(tmp_path.glob(".*vsr-tmp*"))
+
+
+def test_vfr_clip_keeps_every_timestamp(tmp_path: Path, engine: Engine):
+    pts = [0, 100, 150, 400, 410, 500, 800, 850, 900, 1000, 1300]
+    src = make_clip(tmp_path / "vfr.mkv", frames=len(pts), vfr_pts=pts, time_base=Fraction(1, 1000),
+                    audio="libopus", subtitles=True)
+    engine.upscale_video(src, tmp_path / "out.mkv")
+    b = probe(tmp_path / "out.mkv")
+    assert b["video_pts"] == pts and b["frames"] == len(pts)
+    assert ("subtitle", "srt") in b["streams"] and b["audio_codec"] == "opus"
+    # into mp4 the timestamps survive a change of time base, and the subtitle that mp4 cannot hold is reported
+    result = engine.upscale_video(src, tmp_path / "out.mp4")
+    m = probe(tmp_path / "out.mp4")
+    assert np.allclose(_times(m), [p / 1000 for p in pts], atol=1e-4)
+    assert any("subtitle" in n and "not carried" in n for n in result.notes)
+
+
+def test_audio_reencoded_only_when_container_cannot_hold_it(tmp_path: Path, engine: Engine):
+    src = make_clip(tmp_path / "in.mp4", frames=8, audio="aac")
+    result = engine.upscale_video(src, tmp_path / "out.webm")
+    b = probe(tmp_path / "out.webm")
+    assert b["codec"] == "vp9" and b["audio_codec"] == "opus" and b["frames"] == 8
+    assert any("re-encoded" in n for n in result.notes)
+    assert abs(b["audio_duration"] - probe(src)["audio_duration"]) <= 0.03
+
+
+def test_ten_bit_stays_ten_bit_and_eight_bit_stays_eight(tmp_path: Path, engine: Engine):
+    src = make_clip(tmp_path / "in10.mkv", frames=5, codec="libx265", pix_fmt="yuv420p10le", audio=None)
+    engine.upscale_video(src, tmp_path / "out10.mkv")
+    b = probe(tmp_path / "out10.mkv")
+    assert b["codec"] == "hevc" and b["pix_fmt"] == "yuv420p10le" and b["frames"] == 5
+    src8 = make_clip(tmp_path / "in8.mkv", frames=5, audio=None)
+    engine.upscale_video(src8, tmp_path / "out8.mkv")
+    assert probe(tmp_path / "out8.mkv")["pix_fmt"] == "yuv420p"
+
+
+def test_rotation_colour_tags_and_odd_sizes(tmp_path: Path, engine: Engine):
+    src = make_clip(tmp_path / "rot.mp4", frames=4, width=33, height=25, rotation=90, colorspace=1, audio=None,
+                    codec="libx264", pix_fmt="yuv444p")
+    engine.upscale_video(src, tmp_path / "out.mp4")
+    b = probe(tmp_path / "out.mp4")
+    assert (b["width"], b["height"]) == (132, 100) and b["rotation"] == 90
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frame = next(c.decode(video=0))
+        assert int(frame.colorspace) == 1  # BT.709 tag carried over
+
+
+def test_batch_sizes_give_the_same_frames():
+    up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
+    frames = np.random.default_rng(0).integers(0, 256, (5, 20, 28, 3), dtype=np.uint8)
+    together = up.upscale(frames)
+    alone = np.concatenate([up.upscale(frames[i : i + 1]) for i in range(5)])
+    assert together.shape == (5, 80, 112, 3)
+    assert np.abs(together.astype(int) - alone.astype(int)).max() <= 1
+
+
+def test_tiled_output_matches_untiled():
+    model = tiny_model()
+    frames = np.random.default_rng(1).integers(0, 256, (2, 45, 61, 3), dtype=np.uint8)
+    whole = Upscaler(model, device=torch.device("cpu"), precision="fp32").upscale(frames).astype(int)
+    assert 5 < whole.mean() < 250  # not saturated, so the comparison means something
+    tiled = Upscaler(model, device=torch.device("cpu"), precision="fp32", tile=16, tile_overlap=16).upscale(frames)
+    diff = np.abs(tiled.astype(int) - whole)
+    assert diff.max() <= 1, diff.max()
+    no_overlap = Upscaler(model, device=torch.device("cpu"), precision="fp32", tile=16, tile_overlap=0).upscale(frames)
+    assert np.abs(no_overlap.astype(int) - whole).max() > diff.max()  # the overlap is what hides the seams
+
+
+def test_sixteen_bit_frames_round_trip_through_the_upscaler():
+    up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
+    f16 = np.random.default_rng(2).integers(0, 65536, (1, 8, 8, 3), dtype=np.uint16)
+    out16 = up.upscale(f16)
+    out8 = up.upscale((f16 // 257).astype(np.uint8))
+    assert out16.dtype == np.uint16 and out16.shape == (1, 32, 32, 3)
+    assert np.abs(out16 / 257.0 - out8).max() < 2.0
+
+
+@pytest.mark.slow
+def test_long_clip_memory_stays_bounded(tmp_path: Path):
+    """Queues are bounded: a 300-frame clip never holds more than a few batches of frames."""
+    import tracemalloc
+
+    up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
+    eng = Engine(up, batch_size=4)
+    src = make_clip(tmp_path / "long.mp4", frames=300, width=32, height=24, audio="aac")
+    tracemalloc.start()
+    result = eng.upscale_video(src, tmp_path / "out.mp4")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.frames_out == 300
+    frame_bytes = 128 * 96 * 3
+    assert peak < 200 * frame_bytes, peak  # far less than the 300 upscaled frames

@@ -1,0 +1,58 @@
+"""The ``vsr`` command: one module per subcommand, each thin (parse -> call the library -> print)."""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import av
+import typer
+
+from vsr.errors import VsrError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="4x video super-resolution with SRResNet/SRGAN generators.")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C)."""
+    try:
+        yield
+    except VsrError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except av.FFmpegError as exc:
+        typer.echo(f"error: FFmpeg failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: nothing was written", err=True)
+        raise typer.Exit(130) from None
+
+
+def setup_logging(quiet: bool) -> None:
+    """Library warnings go to stderr as 'warning: ...' lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("vsr")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logging.addLevelName(logging.WARNING, "warning")
+
+
+def register(fn: Callable) -> None:
+    app.command()(fn)
+
+
+from vsr.cli import train as _train  # noqa: E402  (commands register themselves on import)
+from vsr.cli import upscale as _upscale  # noqa: E402,F401
+
+app.add_typer(_train.app, name="train")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,81 @@
+"""``vsr upscale``: upscale a video, an image, or a folder of them 4x."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from tqdm import tqdm
+
+from vsr.cli import register, setup_logging, user_errors
+from vsr.config import UpscaleConfig
+from vsr.errors import InputError
+from vsr.pipeline import Result, build_engine, is_image_path
+from vsr.video import VideoInfo
+from vsr.weights import DEFAULT_WEIGHTS
+
+
+def default_output(src: Path, scale: int) -> Path:
+    """``clip.mp4`` -> ``clip_x4.mp4``; ``frames/`` -> ``frames_x4/``."""
+    if src.is_dir():
+        return src.with_name(f"{src.name}_x{scale}")
+    return src.with_name(f"{src.stem}_x{scale}{src.suffix}")
+
+
+def summary(r: Result, device: str, precision: str) -> str:
+    """The one-line report printed at the end of a run."""
+    (w, h), (ow, oh) = r.in_size, r.out_size
+    return (f"{r.input} -> {r.output}: {r.frames_in} frames in, {r.frames_out} out, {w}x{h} -> {ow}x{oh}, "
+            f"{r.seconds:.2f} s, {r.fps:.2f} fps, device {device}, precision {precision}")
+
+
+def upscale(
+    input: Annotated[Path, typer.Argument(help="Video file, image file, or folder of them.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file or folder (default: INPUT_x4.EXT).")] = None,
+    weights: Annotated[str, typer.Option(help="Shipped model name or path to a .pt weights file.")] = DEFAULT_WEIGHTS,
+    device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    tile: Annotated[int, typer.Option(help="Split frames into tiles of this many input pixels (0 = whole frames).")] = 0,
+    tile_overlap: Annotated[int, typer.Option(help="Context pixels around each tile (hides seams).")] = 16,
+    codec: Annotated[Optional[str], typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9 (default: as input).")] = None,
+    crf: Annotated[Optional[int], typer.Option(help="Quality (lower = better) (default: 18 x264, 20 x265, 30 vp9/av1).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Encoder speed preset (default: medium x264, fast x265).")] = None,
+    pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format (default: as input; 10-bit stays 10-bit).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    skip_corrupt: Annotated[bool, typer.Option(help="Skip corrupt video packets with a warning instead of stopping.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line and errors.")] = False,
+) -> None:
+    """Upscale a video (audio, subtitles, timing and colour kept), an image, or a folder, 4x."""
+    setup_logging(quiet)
+    cfg = UpscaleConfig(weights=weights, device=device, precision=precision, batch_size=batch_size, tile=tile,
+                        tile_overlap=tile_overlap, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                        overwrite=overwrite, skip_corrupt=skip_corrupt, quiet=quiet)
+    with user_errors():
+        if not input.exists():
+            raise InputError(f"{input}: no such file or folder")
+        engine, loaded, prec = build_engine(cfg)
+        dev = str(engine.upscaler.device)
+        out = output or default_output(input, loaded.scale)
+        bar = tqdm(total=None, unit="frame", disable=quiet, dynamic_ncols=True, leave=False, delay=0.5)
+
+        def on_start(info: VideoInfo) -> None:
+            bar.reset(total=info.expected_frames or None)
+            bar.set_description(info.path.name)
+
+        try:
+            if input.is_dir():
+                results = engine.upscale_folder(input, out, overwrite=overwrite, progress=bar.update)
+            elif is_image_path(input):
+                results = [engine.upscale_image(input, out, overwrite=overwrite)]
+            else:
+                results = [engine.upscale_video(input, out, overwrite=overwrite, progress=bar.update, on_start=on_start)]
+        finally:
+            bar.close()
+        for r in results:
+            for note in r.notes:
+                typer.echo(f"note: {note}", err=True)
+            typer.echo(summary(r, dev, prec))
+
+
+register(upscale)

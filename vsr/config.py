@@ -1,0 +1,53 @@
+"""Typed configuration for every command; dumped into checkpoints, weights metadata and reports."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class UpscaleConfig:
+    """Options of ``vsr upscale`` (and of the engine the benchmark reuses)."""
+
+    weights: str = "srresnet-mse"
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    batch_size: int = 4
+    tile: int = 0  # 0 = whole frames
+    tile_overlap: int = 16
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    overwrite: bool = False
+    skip_corrupt: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``vsr train``."""
+
+    data: list[str] = field(default_factory=list)
+    val: str | None = None
+    out: str = "runs/train"
+    loss: str = "mse"
+    steps: int = 10_000
+    batch_size: int = 16
+    crop: int = 96
+    lr: float = 1e-4
+    lr_min: float = 1e-4  # cosine decay from lr to lr_min over the steps; equal values = constant
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    val_every: int = 1000
+    ckpt_every: int = 500
+    log_every: int = 100
+    threads: int = 0  # 0 = torch default
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass (safe for ``torch.save(..., weights_only)`` and JSON)."""
+    d = asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,101 @@
+"""Training and evaluation images: loading, random crops, flips/rotations and the bicubic x4 degradation."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vsr.errors import DataError
+from vsr.metrics import imresize
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folders: Iterable[str | Path]) -> list[Path]:
+    """Image files (by extension) in the given folders, sorted; an error if a folder is missing or empty."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not a folder of images (does it exist?)")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        found.extend(files)
+    return found
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as HxWx3 RGB (uint8, or uint16 for 16-bit files); greyscale is repeated to RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: cannot be read as an image (corrupt or unsupported format)")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def load_images(paths: Sequence[Path], *, min_size: int = 0) -> list[torch.Tensor]:
+    """Decode every image once into a (3, H, W) uint8 tensor; images smaller than ``min_size`` are an error."""
+    images = []
+    for path in paths:
+        img = read_image(path)
+        if img.dtype != np.uint8:
+            img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+        if min(img.shape[:2]) < min_size:
+            raise DataError(f"{path}: {img.shape[1]}x{img.shape[0]} is smaller than the {min_size}px crop")
+        images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous())
+    return images
+
+
+def degrade_bicubic(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:
+    """HR uint8 (..., 3, H, W) -> LR uint8 by MATLAB-compatible bicubic 1/scale (H, W multiples of scale)."""
+    return imresize(hr, 1.0 / scale)
+
+
+def mod_crop(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Crop (..., H, W) at the bottom/right so that H and W are multiples of ``multiple``."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % multiple, : w - w % multiple]
+
+
+class CropSampler:
+    """Random HR crops with flips/rotations and their bicubic LR, batched on ``device``.
+
+    Returns ``(lr, hr)``: LR in [0, 1] (quantised to 8 bits like a real image), HR in [-1, 1].
+    """
+
+    def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> None:
+        if crop % scale:
+            raise DataError(f"crop {crop} must be a multiple of the scale {scale}")
+        if not images:
+            raise DataError("no training images")
+        self.images, self.crop, self.scale, self.device = images, crop, scale, torch.device(device)
+        self.generator = generator or torch.Generator().manual_seed(0)
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator).item())
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        crops = []
+        for _ in range(batch):
+            img = self.images[self._randint(len(self.images))]
+            h, w = img.shape[-2:]
+            y, x = self._randint(h - self.crop + 1), self._randint(w - self.crop + 1)
+            patch = img[:, y : y + self.crop, x : x + self.crop]
+            k = self._randint(8)
+            if k & 1:
+                patch = patch.flip(-1)
+            patch = torch.rot90(patch, k // 2, dims=(-2, -1))
+            crops.append(patch)
+        hr = torch.stack(crops).to(self.device, non_blocking=True)
+        lr = degrade_bicubic(hr, self.scale).float() / 255.0
+        return lr, hr.float() / 127.5 - 1.0

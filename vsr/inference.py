@@ -1,0 +1,61 @@
+"""The one inference contract for every caller: normalise -> (tile) -> run -> clamp -> denormalise.
+
+Frames travel as integer NHWC arrays (uint8, or uint16 for 10/16-bit video); the model sees NCHW
+floats in [0, 1] and returns [-1, 1], mapped back to [0, 1], clamped and rounded.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsr.device import autocast
+
+
+class Upscaler:
+    """Runs a generator on batches of frames on one device, optionally in overlapping tiles."""
+
+    def __init__(self, model: nn.Module, *, device: torch.device, precision: str = "fp32", scale: int = 4,
+                 tile: int = 0, tile_overlap: int = 16) -> None:
+        if tile < 0 or tile_overlap < 0:
+            raise ValueError("tile and tile_overlap must be >= 0")
+        self.device, self.precision, self.scale = device, precision, scale
+        self.tile, self.tile_overlap = tile, tile_overlap
+        self.model = model.to(device).eval().to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            y = self.model(x.contiguous(memory_format=torch.channels_last))
+        return ((y.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+    @torch.inference_mode()
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (N, 3, H, W) float in [0, 1] on the device -> (N, 3, sH, sW) float in [0, 1]."""
+        n, c, h, w = x.shape
+        t, o, s = self.tile, self.tile_overlap, self.scale
+        if t == 0 or (h <= t and w <= t):
+            return self._forward(x)
+        out = torch.empty(n, c, h * s, w * s, device=x.device, dtype=torch.float32)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                py0, px0 = max(y0 - o, 0), max(x0 - o, 0)
+                py1, px1 = min(y1 + o, h), min(x1 + o, w)
+                tile_out = self._forward(x[:, :, py0:py1, px0:px1])
+                oy, ox = (y0 - py0) * s, (x0 - px0) * s
+                out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = tile_out[:, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+        return out
+
+    @torch.inference_mode()
+    def upscale(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 or uint16 -> (N, sH, sW, 3) of the same dtype."""
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) frames, got shape {frames.shape}")
+        peak = 65535.0 if frames.dtype == np.uint16 else 255.0
+        src = torch.from_numpy(frames.astype(np.int32) if frames.dtype == np.uint16 else frames)
+        x = src.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
+        y = self.run(x).mul_(peak).round_().permute(0, 2, 3, 1)
+        if frames.dtype == np.uint16:
+            return y.to(torch.int32).cpu().numpy().astype(np.uint16)
+        return y.to(torch.uint8).cpu().numpy()

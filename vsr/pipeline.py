@@ -1,0 +1,317 @@
+"""The streaming upscale engine: decode -> batch -> infer -> encode, with bounded queues (back-pressure).
+
+A decoder thread reads the input, the calling thread runs the model on batches of frames, and an
+encoder thread encodes and muxes. Decoding and encoding overlap inference; the queues are bounded
+so memory stays flat for any clip length. Output is written to a temporary file beside the target
+and renamed only when everything succeeded.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vsr import weights as weights_io
+from vsr.config import UpscaleConfig
+from vsr.data import IMAGE_EXTENSIONS, read_image
+from vsr.device import resolve_device, resolve_precision
+from vsr.errors import InputError, OutputError, VsrError
+from vsr.inference import Upscaler
+from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter, is_video_path
+from vsr.weights import LoadedWeights
+
+_DONE = object()
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Result:
+    """What one upscale did: the figures of the closing summary line."""
+
+    input: Path
+    output: Path
+    frames_in: int = 0
+    frames_out: int = 0
+    seconds: float = 0.0
+    in_size: tuple[int, int] = (0, 0)
+    out_size: tuple[int, int] = (0, 0)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds else 0.0
+
+
+class _Failure:
+    """An exception raised in a worker thread, passed through the queue to the main thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def temp_path_for(target: Path) -> Path:
+    """A hidden temporary file beside ``target`` with the same extension (so the format is the same)."""
+    return target.with_name(f".{target.stem}.vsr-tmp-{os.getpid()}{target.suffix}")
+
+
+def check_output(src: Path, dst: Path, *, overwrite: bool) -> None:
+    """Refuse outputs that would clobber the input or an existing file, or that cannot be written."""
+    if dst.exists() and src.exists() and os.path.samefile(src, dst) or dst.resolve() == src.resolve():
+        raise OutputError(f"{dst}: the output is the input file; choose another output path")
+    if dst.is_dir():
+        raise OutputError(f"{dst}: is a folder; give a file name for the output")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"{dst}: already exists (use --overwrite to replace it)")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{dst}: the folder {parent} does not exist")
+    try:  # a real write, not os.access: root passes access checks on read-only mounts
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".vsr-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{dst}: the folder {parent} is not writable ({exc.strerror})") from exc
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Blocking put that gives up when ``stop`` is set; returns False if it gave up."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return _DONE
+
+
+def _decode_worker(reader: VideoReader, out: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in reader:
+            if not _put(out, item, stop):
+                return
+        _put(out, _DONE, stop)
+    except BaseException as exc:  # handed to the main thread, which re-raises it
+        _put(out, _Failure(exc), stop)
+
+
+def _encode_worker(writer: VideoWriter, inq: queue.Queue, stop: threading.Event, errors: list[BaseException],
+                   progress: Progress | None) -> None:
+    try:
+        while True:
+            item = _get(inq, stop)
+            if item is _DONE:
+                return
+            if isinstance(item, Frame):
+                writer.write_frame(item)
+                if progress:
+                    progress(1)
+            else:
+                writer.write_packet(item)
+    except BaseException as exc:  # handed to the main thread, which re-raises it
+        errors.append(exc)
+        stop.set()
+
+
+class Engine:
+    """Upscales videos, images and folders with one ``Upscaler``."""
+
+    def __init__(self, upscaler: Upscaler, *, batch_size: int = 4, settings: EncodeSettings | None = None,
+                 skip_corrupt: bool = False, queue_frames: int | None = None) -> None:
+        if batch_size < 1:
+            raise VsrError(f"--batch-size must be at least 1, got {batch_size}")
+        self.upscaler = upscaler
+        self.batch_size = batch_size
+        self.settings = settings or EncodeSettings()
+        self.skip_corrupt = skip_corrupt
+        self.queue_frames = queue_frames or 2 * batch_size + 2
+
+    def _infer(self, batch: list[Frame]) -> list[Frame]:
+        # frames of one clip share a size; a size change mid-stream is run as its own batch
+        out: list[Frame] = []
+        i = 0
+        while i < len(batch):
+            j = i
+            while j < len(batch) and batch[j].image.shape == batch[i].image.shape and batch[j].image.dtype == batch[i].image.dtype:
+                j += 1
+            ups = self.upscaler.upscale(np.stack([f.image for f in batch[i:j]]))
+            for f, up in zip(batch[i:j], ups):
+                out.append(Frame(index=f.index, image=up, pts=f.pts, time_base=f.time_base, rotation=f.rotation,
+                                 colour=f.colour))
+            i = j
+        return out
+
+    def upscale_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                      progress: Progress | None = None, on_start: Callable[[Any], None] | None = None) -> Result:
+        """Upscale a video file to ``dst``; audio and subtitles are copied, timing and colour kept."""
+        src, dst = Path(src), Path(dst)
+        check_output(src, dst, overwrite=overwrite)
+        started = time.perf_counter()
+        reader = VideoReader(src, skip_corrupt=self.skip_corrupt)
+        info = reader.info
+        if on_start:
+            on_start(info)
+        result = Result(input=src, output=dst, in_size=(info.width, info.height),
+                        out_size=(info.width * self.upscaler.scale, info.height * self.upscaler.scale))
+        tmp = temp_path_for(dst)
+        writer = None
+        stop = threading.Event()
+        decoded: queue.Queue = queue.Queue(maxsize=self.queue_frames)
+        encoded: queue.Queue = queue.Queue(maxsize=self.queue_frames)
+        errors: list[BaseException] = []
+        threads: list[threading.Thread] = []
+        try:
+            writer = VideoWriter(tmp, info, scale=self.upscaler.scale, settings=self.settings)
+            threads = [
+                threading.Thread(target=_decode_worker, args=(reader, decoded, stop), name="vsr-decode", daemon=True),
+                threading.Thread(target=_encode_worker, args=(writer, encoded, stop, errors, progress),
+                                 name="vsr-encode", daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            batch: list[Frame] = []
+            while True:
+                item = _get(decoded, stop)
+                if isinstance(item, _Failure):
+                    raise item.exc
+                last = item is _DONE
+                if isinstance(item, Frame):
+                    batch.append(item)
+                    result.frames_in += 1
+                elif not last:
+                    if not _put(encoded, item, stop):
+                        break
+                if batch and (last or len(batch) >= self.batch_size):
+                    for f in self._infer(batch):
+                        if not _put(encoded, f, stop):
+                            break
+                    batch = []
+                if last or stop.is_set():
+                    break
+            _put(encoded, _DONE, stop)
+            threads[1].join()
+            if errors:
+                raise errors[0]
+            if stop.is_set():
+                raise VsrError(f"{src}: upscaling stopped before the end")
+            writer.close()
+            result.frames_out = writer.frames_written
+            result.notes.extend(writer.notes)
+            if reader.corrupt_packets:
+                result.notes.append(f"{reader.corrupt_packets} corrupt packet(s) skipped (--skip-corrupt)")
+            if result.frames_out != result.frames_in:
+                raise VsrError(f"{src}: decoded {result.frames_in} frames but wrote {result.frames_out}")
+            expected = info.expected_frames
+            if expected and (expected != result.frames_in if info.frames else result.frames_in < expected - 1):
+                result.notes.append(f"the container announced {'' if info.frames else 'about '}{expected} frames but "
+                                    f"{result.frames_in} were decoded (truncated file?)")
+            os.replace(tmp, dst)
+        except BaseException:
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
+            if writer is not None:
+                writer.abort()
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            stop.set()
+            reader.close()
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def upscale_image(self, src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Result:
+        """Upscale one image; greyscale stays greyscale, alpha is resized bicubically, 16-bit stays 16-bit."""
+        src, dst = Path(src), Path(dst)
+        if not src.is_file():
+            raise InputError(f"{src}: no such file")
+        check_output(src, dst, overwrite=overwrite)
+        started = time.perf_counter()
+        raw = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise InputError(f"{src}: cannot be read as an image (corrupt or unsupported format)")
+        if raw.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"{src}: {raw.dtype} images are not supported (8- or 16-bit only)")
+        rgb = read_image(src)
+        up = self.upscaler.upscale(rgb[None])[0]
+        s = self.upscaler.scale
+        if raw.ndim == 2:
+            out = cv2.cvtColor(up, cv2.COLOR_RGB2GRAY)
+        else:
+            out = cv2.cvtColor(up, cv2.COLOR_RGB2BGR)
+            if raw.shape[2] == 4:
+                alpha = cv2.resize(raw[:, :, 3], (raw.shape[1] * s, raw.shape[0] * s), interpolation=cv2.INTER_CUBIC)
+                out = np.dstack([out, alpha])
+        tmp = temp_path_for(dst)
+        try:
+            try:
+                written = cv2.imwrite(str(tmp), out)
+            except cv2.error as exc:
+                raise OutputError(f"{dst}: cannot write the image ({str(exc).strip().splitlines()[-1]})") from exc
+            if not written:
+                raise OutputError(f"{dst}: cannot write an image with this extension (use .png, .jpg, .webp, ...)")
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        h, w = rgb.shape[:2]
+        return Result(input=src, output=dst, frames_in=1, frames_out=1, seconds=time.perf_counter() - started,
+                      in_size=(w, h), out_size=(w * s, h * s))
+
+    def upscale_folder(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                       progress: Progress | None = None) -> list[Result]:
+        """Upscale every image and video in a folder into ``dst`` (same file names)."""
+        src, dst = Path(src), Path(dst)
+        files = [p for p in sorted(src.iterdir()) if p.is_file() and (is_image_path(p) or is_video_path(p))]
+        if not files:
+            raise InputError(f"{src}: no images or videos in this folder")
+        if dst.resolve() == src.resolve():
+            raise OutputError(f"{dst}: the output folder is the input folder; choose another")
+        if dst.exists() and not dst.is_dir():
+            raise OutputError(f"{dst}: exists and is not a folder")
+        clashes = [dst / p.name for p in files if (dst / p.name).exists()]
+        if clashes and not overwrite:
+            raise OutputError(f"{clashes[0]}: already exists (and {len(clashes) - 1} more; use --overwrite)")
+        dst.mkdir(parents=True, exist_ok=True)
+        results = []
+        for p in files:
+            if is_image_path(p):
+                results.append(self.upscale_image(p, dst / p.name, overwrite=overwrite))
+                if progress:
+                    progress(1)
+            else:
+                results.append(self.upscale_video(p, dst / p.name, overwrite=overwrite, progress=progress))
+        return results
+
+
+def is_image_path(path: Path) -> bool:
+    """True for file names with a common image extension."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+
+def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
+    """Load the weights and make an ``Engine`` on the configured device; returns (engine, weights, precision)."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision)
+    loaded = weights_io.load(cfg.weights)
+    upscaler = Upscaler(loaded.model, device=device, precision=precision, scale=loaded.scale, tile=cfg.tile,
+                        tile_overlap=cfg.tile_overlap)
+    settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt)
+    return Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt), loaded, precision
