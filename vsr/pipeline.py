@@ -12,7 +12,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,17 @@ class Engine:
                                  colour=f.colour))
             i = j
         return out
+
+    def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch)."""
+        batch: list[np.ndarray] = []
+        for frame in frames:
+            if batch and (len(batch) >= self.batch_size or frame.shape != batch[0].shape or frame.dtype != batch[0].dtype):
+                yield from self.upscaler.upscale(np.stack(batch))
+                batch = []
+            batch.append(frame)
+        if batch:
+            yield from self.upscaler.upscale(np.stack(batch))
 
     def upscale_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
                       progress: Progress | None = None, on_start: Callable[[Any], None] | None = None) -> Result:

@@ -48,7 +48,8 @@ def register(fn: Callable) -> None:
     app.command()(fn)
 
 
-from vsr.cli import train as _train  # noqa: E402  (commands register themselves on import)
+from vsr.cli import bench as _bench  # noqa: E402,F401  (commands register themselves on import)
+from vsr.cli import train as _train  # noqa: E402
 from vsr.cli import upscale as _upscale  # noqa: E402,F401
 
 app.add_typer(_train.app, name="train")

@@ -1,0 +1,216 @@
+"""Quality benchmarks with the protocol of the SR literature: Vid4, Set5, Set14 or any folder of HR images.
+
+Protocol (stated in every report): PSNR/SSIM on the Y channel of BT.601 (MATLAB ``rgb2ycbcr``, 16-235),
+plus RGB PSNR; image sets crop 4 border pixels, Vid4 crops none and averages the per-clip means;
+LR inputs are the shipped MATLAB-bicubic x4 files (``bi``) or Gaussian-blur sigma 1.6 + x4 subsampling
+(``bd``, Vid4's shipped BDx4 frames); greyscale ground truth is scored on its one channel.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vsr.data import list_images, mod_crop, read_image
+from vsr.errors import DataError
+from vsr.metrics import imresize, psnr, ssim
+from vsr.pipeline import Engine
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+VID4_CLIPS = ("calendar", "city", "foliage", "walk")
+IMAGE_SETS = ("set5", "set14")
+
+
+@dataclass
+class Item:
+    """One clip or image: LR inputs and HR ground truth, as (H, W, 3) uint8 arrays (loaded lazily)."""
+
+    name: str
+    lr_paths: list[Path] | None
+    hr_paths: list[Path]
+    grey: bool = False  # the original ground truth is single-channel: score it on that channel
+
+
+@dataclass
+class Row:
+    """Scores of one clip/image (means over its frames)."""
+
+    name: str
+    frames: int
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    bicubic_psnr_y: float
+    bicubic_ssim_y: float
+    seconds: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr_y - self.bicubic_psnr_y
+
+
+@dataclass
+class BenchResult:
+    dataset: str
+    weights: str
+    degradation: str
+    crop_border: int
+    protocol: str
+    device: str = ""
+    precision: str = ""
+    rows: list[Row] = field(default_factory=list)
+
+    def average(self) -> Row:
+        """Mean over clips/images (Vid4: mean of per-clip means, as published tables do)."""
+        keys = ("psnr_y", "ssim_y", "psnr_rgb", "bicubic_psnr_y", "bicubic_ssim_y")
+        means = {k: float(np.mean([getattr(r, k) for r in self.rows])) for k in keys}
+        return Row(name="average", frames=sum(r.frames for r in self.rows), seconds=sum(r.seconds for r in self.rows), **means)
+
+    @property
+    def fps(self) -> float:
+        avg = self.average()
+        return avg.frames / avg.seconds if avg.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        avg = self.average()
+        return {"dataset": self.dataset, "weights": self.weights, "degradation": self.degradation,
+                "crop_border": self.crop_border, "protocol": self.protocol, "fps": self.fps,
+                "device": self.device, "precision": self.precision,
+                "rows": [asdict(r) | {"gain": r.gain} for r in self.rows], "average": asdict(avg) | {"gain": avg.gain}}
+
+
+def _frames(dirpath: Path) -> list[Path]:
+    files = sorted(p for p in dirpath.glob("*.png"))
+    if not files:
+        raise DataError(f"{dirpath}: no PNG frames")
+    return files
+
+
+def discover(dataset: str, data: Path | None, degradation: str) -> tuple[list[Item], int]:
+    """The items of a dataset and its border crop; ``dataset`` is vid4, set5, set14 or a folder path."""
+    if degradation not in ("bi", "bd"):
+        raise DataError(f"--degradation {degradation!r}: choose bi or bd")
+    if dataset == "vid4":
+        root = (data or DEFAULT_DATA / "vid4")
+        if not (root / "GT").is_dir():
+            raise DataError(f"{root}: no Vid4 here (expected GT/ and BIx4/ or BDx4/); pass --data PATH")
+        lr_dir = "BIx4" if degradation == "bi" else "BDx4"
+        items = [Item(c, _frames(root / lr_dir / c), _frames(root / "GT" / c)) for c in VID4_CLIPS]
+        for it in items:
+            if len(it.lr_paths) != len(it.hr_paths):
+                raise DataError(f"{root}: {it.name} has {len(it.lr_paths)} LR but {len(it.hr_paths)} GT frames")
+        return items, 0
+    if dataset in IMAGE_SETS:
+        root = data or DEFAULT_DATA / dataset
+        if not (root / "GTmod12").is_dir():
+            raise DataError(f"{root}: no {dataset} here (expected GTmod12/ and LRbicx4/); pass --data PATH")
+        hr = _frames(root / "GTmod12")
+        # GTmod12 stores greyscale images as RGB; the original in HR/ tells which ones are greyscale
+        grey = {p.stem: _single_channel(root / "HR" / p.name) for p in hr}
+        lr = (lambda p: [root / "LRbicx4" / p.name]) if degradation == "bi" else (lambda p: None)
+        return [Item(p.stem, lr(p), [p], grey=grey[p.stem]) for p in hr], 4
+    folder = Path(dataset) if data is None else data
+    if not folder.is_dir():
+        raise DataError(f"{dataset}: not vid4, set5, set14 or a folder of HR images")
+    return [Item(p.stem, None, [p], grey=_single_channel(p)) for p in list_images([folder])], 4
+
+
+def _single_channel(path: Path) -> bool:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    return img is not None and img.ndim == 2
+
+
+def gaussian_bd(hr: torch.Tensor, scale: int = 4, sigma: float = 1.6) -> torch.Tensor:
+    """BD degradation: 13x13 Gaussian (sigma 1.6, replicate padding), every ``scale``-th pixel, floor."""
+    r = 6
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    img = hr.to(torch.float64)[None]
+    img = torch.nn.functional.pad(img, (r, r, r, r), mode="replicate")
+    c = img.shape[1]
+    img = torch.nn.functional.conv2d(img, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    img = torch.nn.functional.conv2d(img, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return img[0, :, ::scale, ::scale].floor().clamp(0, 255).to(torch.uint8)
+
+
+def _chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+
+
+def _pairs(item: Item, degradation: str, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for i, hr_path in enumerate(item.hr_paths):
+        hr = read_image(hr_path)
+        if item.lr_paths is not None:
+            yield read_image(item.lr_paths[i]), hr
+            continue
+        hr_t = mod_crop(_chw(hr), scale)
+        lr_t = imresize(hr_t, 1.0 / scale) if degradation == "bi" else gaussian_bd(hr_t, scale)
+        yield lr_t.permute(1, 2, 0).numpy(), hr_t.permute(1, 2, 0).numpy()
+
+
+def _score(sr: np.ndarray, hr: np.ndarray, crop: int, grey: bool) -> tuple[float, float, float]:
+    """(PSNR-Y, SSIM-Y, PSNR-RGB); a greyscale ground truth is scored on its one channel."""
+    if grey:
+        a = torch.from_numpy(cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY))[None]
+        b = torch.from_numpy(np.ascontiguousarray(hr[..., 0]))[None]
+        p = psnr(a, b, crop_border=crop)
+        return p, ssim(a, b, crop_border=crop), p
+    a, b = _chw(sr), _chw(hr)
+    return (psnr(a, b, crop_border=crop), ssim(a, b, crop_border=crop),
+            psnr(a, b, crop_border=crop, y_channel=False))
+
+
+def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = None, degradation: str = "bi",
+        save_frames: Path | None = None) -> BenchResult:
+    """Upscale every clip/image with ``engine`` (frames fed as a sequence) and score it against the ground truth."""
+    items, crop = discover(dataset, data, degradation)
+    scale = engine.upscaler.scale
+    protocol = (f"Y = BT.601 luma (MATLAB rgb2ycbcr, 16-235); crop {crop} px border; "
+                f"{'mean of per-clip means' if dataset == 'vid4' else 'mean over images'}; "
+                f"LR: {'MATLAB bicubic x1/4' if degradation == 'bi' else 'Gaussian sigma 1.6 + x4 subsampling'}; "
+                "greyscale GT scored on its one channel")
+    result = BenchResult(dataset=dataset, weights=weights_name, degradation=degradation, crop_border=crop,
+                         protocol=protocol, device=str(engine.upscaler.device), precision=engine.upscaler.precision)
+    for item in items:
+        pairs = list(_pairs(item, degradation, scale))
+        start = time.perf_counter()
+        outputs = list(engine.upscale_frames(lr for lr, _ in pairs))
+        seconds = time.perf_counter() - start
+        scores, bic = [], []
+        for k, ((lr, hr), sr) in enumerate(zip(pairs, outputs)):
+            if sr.shape != hr.shape:
+                raise DataError(f"{item.name}: output {sr.shape} does not match ground truth {hr.shape}")
+            scores.append(_score(sr, hr, crop, item.grey))
+            up = imresize(_chw(lr), float(scale)).permute(1, 2, 0).numpy()
+            bic.append(_score(up, hr, crop, item.grey)[:2])
+            if save_frames is not None:
+                out_dir = save_frames / dataset.replace("/", "_") / item.name
+                out_dir.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out_dir / f"{k:08d}.png"), cv2.cvtColor(sr, cv2.COLOR_RGB2BGR))
+        s, b = np.array(scores), np.array(bic)
+        result.rows.append(Row(name=item.name, frames=len(pairs), psnr_y=float(s[:, 0].mean()),
+                               ssim_y=float(s[:, 1].mean()), psnr_rgb=float(s[:, 2].mean()),
+                               bicubic_psnr_y=float(b[:, 0].mean()), bicubic_ssim_y=float(b[:, 1].mean()),
+                               seconds=seconds))
+    return result
+
+
+def format_table(result: BenchResult) -> str:
+    """A Markdown table of the per-item rows and the average, with the protocol underneath."""
+    lines = [f"{result.dataset} x4 ({result.degradation.upper()}), weights {result.weights}",
+             "| item | frames | PSNR-Y | SSIM-Y | PSNR-RGB | bicubic PSNR-Y | bicubic SSIM-Y | gain (dB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in [*result.rows, result.average()]:
+        name = f"**{r.name}**" if r.name == "average" else r.name
+        lines.append(f"| {name} | {r.frames} | {r.psnr_y:.2f} | {r.ssim_y:.4f} | {r.psnr_rgb:.2f} | "
+                     f"{r.bicubic_psnr_y:.2f} | {r.bicubic_ssim_y:.4f} | {r.gain:+.2f} |")
+    lines.append(f"protocol: {result.protocol}")
+    lines.append(f"speed: {result.fps:.2f} frames/s (model incl. transfers; device {result.device}, "
+                 f"precision {result.precision})")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""``vsr bench``: PSNR/SSIM of a model against ground truth (Vid4, Set5, Set14, or a folder), beside bicubic."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vsr import bench as bench_lib
+from vsr.cli import register, setup_logging, user_errors
+from vsr.config import UpscaleConfig
+from vsr.pipeline import build_engine
+from vsr.weights import DEFAULT_WEIGHTS
+
+
+def bench(
+    dataset: Annotated[str, typer.Argument(help="vid4, set5, set14, or a folder of HR images (LR made by bicubic x1/4).")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: ../shared/datasets/<name> beside the repo).")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="Model name or .pt path; repeat for side-by-side rows.")] = None,
+    degradation: Annotated[str, typer.Option(help="bi (bicubic x4) or bd (Gaussian blur 1.6 + x4 subsampling).")] = "bi",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    save_frames: Annotated[Optional[Path], typer.Option(help="Keep the upscaled frames as PNGs under this folder.")] = None,
+) -> None:
+    """Measure PSNR/SSIM (Y and RGB) per clip/image with the literature's protocol, plus speed."""
+    setup_logging(False)
+    results = []
+    with user_errors():
+        for name in weights or [DEFAULT_WEIGHTS]:
+            cfg = UpscaleConfig(weights=name, device=device, precision=precision, batch_size=batch_size)
+            engine, _, _ = build_engine(cfg)
+            res = bench_lib.run(dataset, engine, weights_name=name, data=data, degradation=degradation,
+                                save_frames=save_frames)
+            typer.echo(bench_lib.format_table(res) + "\n")
+            results.append(res.to_dict())
+        if json_out:
+            json_out.write_text(json.dumps(results, indent=2))
+            typer.echo(f"wrote {json_out}")
+
+
+register(bench)
