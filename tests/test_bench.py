@@ -33,13 +33,18 @@ def test_folder_bench_via_cli_writes_json(tmp_path: Path, tiny_weights: Path):
         cv2.imwrite(str(hr / f"{i}.png"), frame_image(i, 40, 32))
     cv2.imwrite(str(hr / "grey.png"), frame_image(5, 40, 32)[:, :, 0])
     res = CliRunner().invoke(app, ["bench", str(hr), "--weights", str(tiny_weights), "--weights", str(tiny_weights),
-                                   "--json", str(tmp_path / "r.json"), "--save-frames", str(tmp_path / "frames")])
+                                   "--json", str(tmp_path / "r.json"), "--save-frames", str(tmp_path / "frames"),
+                                   "--report", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     assert "| **average** | 3 |" in res.output and "crop 4 px" in res.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(data) == 2 and [r["name"] for r in data[0]["rows"]] == ["0", "1", "grey"]
     assert data[0]["average"]["bicubic_psnr_y"] > 20
     assert len(list((tmp_path / "frames").rglob("*.png"))) == 3
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<svg" in page and page.count("<img") == 3 and "PSNR-Y" in page
+    strip = cv2.imread(str(tmp_path / "report" / "compare_0.png"))
+    assert strip.shape[0] == 32 + 18 and strip.shape[1] == 5 * 32 + 4 * 4  # LR | bicubic | 2 models | HR
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, tiny_weights: Path):

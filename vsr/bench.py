@@ -64,6 +64,8 @@ class BenchResult:
     device: str = ""
     precision: str = ""
     rows: list[Row] = field(default_factory=list)
+    # per item, the middle frame as (LR, SR, HR) uint8 arrays, for comparison pictures
+    samples: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def average(self) -> Row:
         """Mean over clips/images (Vid4: mean of per-clip means, as published tables do)."""
@@ -193,6 +195,8 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
                 out_dir = save_frames / dataset.replace("/", "_") / item.name
                 out_dir.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out_dir / f"{k:08d}.png"), cv2.cvtColor(sr, cv2.COLOR_RGB2BGR))
+        mid = len(pairs) // 2
+        result.samples[item.name] = (pairs[mid][0], outputs[mid], pairs[mid][1])
         s, b = np.array(scores), np.array(bic)
         result.rows.append(Row(name=item.name, frames=len(pairs), psnr_y=float(s[:, 0].mean()),
                                ssim_y=float(s[:, 1].mean()), psnr_rgb=float(s[:, 2].mean()),

@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
     """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C)."""
     try:
         yield
@@ -30,7 +30,7 @@ def user_errors() -> Iterator[None]:
         typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: nothing was written", err=True)
+        typer.echo(f"interrupted: {on_interrupt}", err=True)
         raise typer.Exit(130) from None
 
 

@@ -11,6 +11,7 @@ from vsr import bench as bench_lib
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import UpscaleConfig
 from vsr.pipeline import build_engine
+from vsr.report import write_report
 from vsr.weights import DEFAULT_WEIGHTS
 
 
@@ -24,6 +25,7 @@ def bench(
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     save_frames: Annotated[Optional[Path], typer.Option(help="Keep the upscaled frames as PNGs under this folder.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write an HTML report (tables, chart, comparison crops) here.")] = None,
 ) -> None:
     """Measure PSNR/SSIM (Y and RGB) per clip/image with the literature's protocol, plus speed."""
     setup_logging(False)
@@ -35,10 +37,12 @@ def bench(
             res = bench_lib.run(dataset, engine, weights_name=name, data=data, degradation=degradation,
                                 save_frames=save_frames)
             typer.echo(bench_lib.format_table(res) + "\n")
-            results.append(res.to_dict())
+            results.append(res)
         if json_out:
-            json_out.write_text(json.dumps(results, indent=2))
+            json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2))
             typer.echo(f"wrote {json_out}")
+        if report:
+            typer.echo(f"wrote {write_report(results, report)}")
 
 
 register(bench)

@@ -45,7 +45,7 @@ def run(
     cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), loss=loss, steps=steps,
                       batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min, seed=seed,
                       device=device, precision=precision, val_every=val_every, ckpt_every=ckpt_every)
-    with user_errors():
+    with user_errors(on_interrupt=f"checkpoint saved in {out}; continue with --resume"):
         run_dir = run_training(cfg, resume=resume, quiet=quiet)
     typer.echo(f"run saved in {run_dir}")
 
