@@ -1,14 +1,24 @@
-"""The minimal MSE training loop: it learns, resumes exactly, exports loadable weights, rejects bad data."""
+"""The training loop: every loss runs and learns, Per-Pix follows its schedule, resume is exact, DDP
+keeps ranks in sync, export gives loadable weights, and bad input is a clear error."""
+import csv
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
 from clips import frame_image
+from typer.testing import CliRunner
 
+from vsr.cli import app
 from vsr.config import TrainConfig
-from vsr.errors import DataError
-from vsr.trainer import export, train
+from vsr.errors import DataError, VsrError, WeightsError
+from vsr.losses import content_weights, parse_schedule
+from vsr.models import VGG54
+from vsr.trainer import export, resume_config, train
 from vsr.weights import load
 
 
@@ -19,42 +29,90 @@ def _images(folder: Path, n: int = 3, size: tuple[int, int] = (40, 36)) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory) -> Path:
+    """A randomly initialised VGG19 features[:36] state dict in the shipped file's format (fp16)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg.pt"
+    torch.save({k: v.half() for k, v in VGG54().features.state_dict().items()}, path)
+    return path
+
+
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
     base = dict(data=[str(_images(tmp_path / "hr"))], out=str(tmp_path / "run"), steps=6, batch_size=2, crop=16,
-                lr=1e-3, lr_min=1e-3, precision="fp32", device="cpu", val_every=0, ckpt_every=3, log_every=10)
+                lr=1e-3, lr_min=1e-3, precision="fp32", device="cpu", val_every=0, ckpt_every=3, log_every=1)
     base.update(kw)
     return TrainConfig(**base)
 
 
 def _log(run: Path) -> list[dict]:
-    import csv
-
     return list(csv.DictReader(open(run / "log.csv")))
 
 
-def test_mse_training_lowers_the_loss(tmp_path: Path):
-    cfg = _cfg(tmp_path, steps=40, val=str(tmp_path / "hr"), val_every=40)
+def test_mse_training_lowers_the_loss_and_exports(tmp_path: Path):
+    cfg = _cfg(tmp_path, steps=40, val=str(tmp_path / "hr"), val_every=20, log_every=10)
     run = train(cfg, quiet=True)
     rows = _log(run)
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert float(rows[-1]["pixel_mse"]) < float(rows[0]["pixel_mse"])
     assert rows[-1]["val_psnr"] and float(rows[-1]["val_psnr"]) > 10
+    assert (run / "curves.png").is_file() and (run / "grid.png").is_file()
+    assert json.loads((run / "final.json").read_text())["step"] == 40
     loaded = load(str(export(run, tmp_path / "w.pt", name="w")))
     assert loaded.meta["steps"] == 40 and loaded.meta["train_config"]["loss"] == "mse"
 
 
-def test_resume_continues_bit_for_bit(tmp_path: Path):
-    straight = train(_cfg(tmp_path / "a", steps=6), quiet=True)
-    _cfg(tmp_path / "b", steps=3)  # same data
-    half = _cfg(tmp_path / "b", steps=3)
+@pytest.mark.parametrize("loss", ["vgg", "gan", "perpix"])
+def test_perceptual_and_gan_losses_run_and_update_both_networks(tmp_path: Path, vgg_file: Path, loss: str):
+    cfg = _cfg(tmp_path, loss=loss, vgg_weights=str(vgg_file), steps=3, perpix_schedule="1:10:1,2:10:10,3:1:10")
+    run = train(cfg, quiet=True)
+    rows = _log(run)
+    assert len(rows) == 3 and all(float(r["loss"]) == float(r["loss"]) for r in rows)  # finite, not NaN
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ("discriminator" in ck) == (loss != "vgg")
+    if loss == "perpix":
+        assert [(float(r["w_mse"]), float(r["w_vgg"])) for r in rows] == [(10, 1), (10, 10), (1, 10)]
+        assert all(float(r["adv"]) > 0 and float(r["d_loss"]) > 0 for r in rows)
+
+
+def test_perpix_schedule_boundaries():
+    assert content_weights("perpix", 1) == (10, 1)
+    assert content_weights("perpix", 15_000) == (10, 1)
+    assert content_weights("perpix", 15_001) == (10, 10)
+    assert content_weights("perpix", 20_000) == (10, 10)
+    assert content_weights("perpix", 20_001) == (1, 10)
+    assert content_weights("perpix", 35_000) == (1, 10)
+    assert content_weights("perpix", 50_000) == (1, 10)
+    custom = parse_schedule("100:2:0,200:0:3")
+    assert content_weights("perpix", 100, schedule=custom) == (2, 0)
+    assert content_weights("perpix", 101, schedule=custom) == (0, 3)
+    assert content_weights("gan", 5, content="vgg") == (0, 1)
+    with pytest.raises(VsrError):
+        parse_schedule("200:1:1,100:1:1")
+
+
+@pytest.mark.parametrize("loss", ["mse", "gan"])
+def test_resume_continues_bit_for_bit(tmp_path: Path, vgg_file: Path, loss: str):
+    straight = train(_cfg(tmp_path / "a", steps=6, loss=loss), quiet=True)
+    half = _cfg(tmp_path / "b", steps=3, loss=loss)
     train(half, quiet=True)
-    half.steps = 6
-    resumed = train(half, resume=True, quiet=True)
-    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(resumed / "checkpoint.pt", weights_only=True)["model"]
+    resumed = train(resume_config(half.out, steps=6), resume=True, quiet=True)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(resumed / "checkpoint.pt", weights_only=True)
+    for key in ["model"] + (["discriminator"] if loss == "gan" else []):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert len(_log(resumed)) == 6
+
+
+def test_init_from_weights_starts_from_them(tmp_path: Path):
+    first = train(_cfg(tmp_path / "a", steps=3), quiet=True)
+    w = export(first, tmp_path / "mse.pt", name="mse")
+    second = train(_cfg(tmp_path / "b", steps=0, init=str(w)), quiet=True)
+    a = torch.load(first / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(second / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bad_training_data(tmp_path: Path):
+def test_bad_training_input(tmp_path: Path, vgg_file: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
         train(_cfg(tmp_path, data=[str(tmp_path / "empty")]), quiet=True)
@@ -64,3 +122,38 @@ def test_bad_training_data(tmp_path: Path):
     (bad / "broken.png").write_bytes(b"\x89PNG junk")
     with pytest.raises(DataError, match="broken.png"):
         train(_cfg(tmp_path, data=[str(bad)]), quiet=True)
+    with pytest.raises(WeightsError, match="VGG19 weights not found"):
+        train(_cfg(tmp_path, loss="perpix", vgg_weights=str(tmp_path / "nope.pt")), quiet=True)
+    torch.save({"0.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+    with pytest.raises(WeightsError, match="does not match VGG19"):
+        train(_cfg(tmp_path, loss="vgg", vgg_weights=str(tmp_path / "wrong.pt")), quiet=True)
+
+
+def test_cli_train_export_upscale(tmp_path: Path):
+    hr = _images(tmp_path / "hr")
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--data", str(hr), "--out", str(tmp_path / "run"), "--steps", "2",
+                              "--batch-size", "2", "--crop", "16", "--precision", "fp32", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--steps", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "-o", str(tmp_path / "mine.pt"), "--half"])
+    assert res.exit_code == 0 and load(str(tmp_path / "mine.pt")).meta["steps"] == 3
+    cv2.imwrite(str(tmp_path / "small.png"), frame_image(0, 12, 10))
+    res = runner.invoke(app, ["upscale", str(tmp_path / "small.png"), "--weights", str(tmp_path / "mine.pt"), "-q"])
+    assert res.exit_code == 0 and cv2.imread(str(tmp_path / "small_x4.png")).shape == (40, 48, 3)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "--data" in res.output
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(tmp_path: Path):
+    hr = _images(tmp_path / "hr", n=4)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "vsr", "train", "--data", str(hr), "--out", str(tmp_path / "run"), "--steps", "4", "--batch-size", "2",
+           "--crop", "16", "--precision", "fp32", "--device", "cpu", "--loss", "gan", "-q"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["world_size"] == 2 and final["ranks_in_sync"] is True and final["step"] == 4

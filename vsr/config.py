@@ -31,7 +31,12 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     val: str | None = None
     out: str = "runs/train"
-    loss: str = "mse"
+    loss: str = "mse"  # mse | vgg | gan | perpix
+    content: str = "mse"  # content loss of --loss gan: mse | vgg
+    adv_weight: float = 1e-3
+    perpix_schedule: str = "15000:10:1,20000:10:10,35000:1:10"  # until-step:w_mse:w_vgg,...
+    vgg_weights: str = "../shared/weights/vgg19_features_conv54_fp16.pt"
+    init: str | None = None  # generator weights to start from (e.g. an MSE model for the GAN phase)
     steps: int = 10_000
     batch_size: int = 16
     crop: int = 96
@@ -44,7 +49,16 @@ class TrainConfig:
     val_every: int = 1000
     ckpt_every: int = 500
     log_every: int = 100
+    compile: bool = False
     threads: int = 0  # 0 = torch default
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a ``TrainConfig`` from the dict stored in a checkpoint (unknown keys are an error)."""
+    d = dict(d)
+    if "betas" in d:
+        d["betas"] = tuple(d["betas"])
+    return TrainConfig(**d)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -72,26 +72,29 @@ class CropSampler:
     Returns ``(lr, hr)``: LR in [0, 1] (quantised to 8 bits like a real image), HR in [-1, 1].
     """
 
-    def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu") -> None:
         if crop % scale:
             raise DataError(f"crop {crop} must be a multiple of the scale {scale}")
         if not images:
             raise DataError("no training images")
-        self.images, self.crop, self.scale, self.device = images, crop, scale, torch.device(device)
-        self.generator = generator or torch.Generator().manual_seed(0)
+        self.crop, self.scale, self.device = crop, scale, torch.device(device)
+        # decoded once; on a GPU the whole set lives in device memory and crops never touch the host
+        self.images = [img.to(self.device) for img in images] if self.device.type == "cuda" else images
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.generator).item())
+    def sample(self, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch drawn from ``seed`` alone, so a resumed run sees exactly the crops it would have seen."""
+        gen = torch.Generator().manual_seed(seed)
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def randint(high: int) -> int:
+            return int(torch.randint(high, (1,), generator=gen).item())
+
         crops = []
         for _ in range(batch):
-            img = self.images[self._randint(len(self.images))]
+            img = self.images[randint(len(self.images))]
             h, w = img.shape[-2:]
-            y, x = self._randint(h - self.crop + 1), self._randint(w - self.crop + 1)
+            y, x = randint(h - self.crop + 1), randint(w - self.crop + 1)
             patch = img[:, y : y + self.crop, x : x + self.crop]
-            k = self._randint(8)
+            k = randint(8)
             if k & 1:
                 patch = patch.flip(-1)
             patch = torch.rot90(patch, k // 2, dims=(-2, -1))

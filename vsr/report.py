@@ -114,3 +114,40 @@ img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
     page_path = out_dir / "index.html"
     page_path.write_text(page)
     return page_path
+
+
+def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, *, title: str = "",
+              size: tuple[int, int] = (720, 400)) -> Path:
+    """A plain line chart (x = step) drawn with OpenCV, one colour per series, written as PNG."""
+    w, h = size
+    left, right, top, bottom = 60, 20, 30, 50
+    img = np.full((h, w, 3), 255, np.uint8)
+    points = [p for pts in series.values() for p in pts]
+    if points:
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+        y0, y1 = np.floor(min(ys)), np.ceil(max(ys) + 1e-6)
+        y1 = max(y1, y0 + 1)
+
+        def at(x: float, y: float) -> tuple[int, int]:
+            return (int(left + (x - x0) / (x1 - x0) * (w - left - right)),
+                    int(top + (1 - (y - y0) / (y1 - y0)) * (h - top - bottom)))
+
+        for t in np.linspace(y0, y1, 6):
+            _, yy = at(x0, t)
+            cv2.line(img, (left, yy), (w - right, yy), (235, 235, 235), 1)
+            cv2.putText(img, f"{t:.1f}", (5, yy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for t in np.linspace(x0, x1, 5):
+            xx, _ = at(t, y0)
+            cv2.putText(img, f"{int(t)}", (xx - 15, h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for i, (name, pts) in enumerate(series.items()):
+            colour = tuple(int(COLOURS[(i + 1) % len(COLOURS)][k : k + 2], 16) for k in (5, 3, 1))  # BGR
+            pts = sorted(pts)
+            for a, b in zip(pts, pts[1:]):
+                cv2.line(img, at(*a), at(*b), colour, 2, cv2.LINE_AA)
+            for p in pts:
+                cv2.circle(img, at(*p), 2, colour, -1)
+            cv2.putText(img, name, (left + 10 + 260 * i, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    cv2.putText(img, title + "   (x: step)", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+    return path

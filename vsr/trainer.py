@@ -1,29 +1,79 @@
-"""One readable training loop for the generator: sample crops -> forward -> loss -> step, with
-validation, CSV logs and resumable checkpoints that carry the full config."""
+"""One readable training loop for the SRGAN recipe: sample crops -> G step (content + adversarial) ->
+D step -> log / validate / checkpoint. Runs single-process or under ``torchrun`` (DDP, rank-0 I/O).
+
+Losses (``cfg.loss``): ``mse``, ``vgg`` (VGG54 features), ``gan`` (content MSE or VGG + adversarial) and
+``perpix`` (w1 * MSE + w2 * VGG + adversarial with the step schedule). Checkpoints hold both networks,
+both optimisers, the step and the full config; batches are drawn from (seed, rank, step) alone, so a
+resumed run continues exactly where it stopped.
+"""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from vsr import weights as weights_io
-from vsr.config import TrainConfig, to_dict
+from vsr.config import TrainConfig, to_dict, train_config_from_dict
 from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.device import autocast, resolve_device, resolve_precision
-from vsr.errors import VsrError
+from vsr.errors import DataError, VsrError
 from vsr.inference import Upscaler
+from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
+                        uses_gan, vgg_loss)
 from vsr.metrics import psnr
-from vsr.models import SRResNet
+from vsr.models import Discriminator, SRResNet
+from vsr.report import comparison, line_plot
 
-LOSSES = ("mse",)
+LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
+              "seconds"]
 
 
-def validate(model: torch.nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
+@dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun job if there is one (NCCL on GPUs, gloo on CPUs) and pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_name)
+    d = Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The data seed of one step on one rank."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2**63)
+
+
+def validate(model: nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
              scale: int = 4) -> float:
     """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale."""
     up = Upscaler(model, device=device, precision=precision, scale=scale)
@@ -36,84 +86,209 @@ def validate(model: torch.nn.Module, images: list[torch.Tensor], *, device: torc
     return float(np.mean(scores))
 
 
+def comparison_grid(model: nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
+                    size: int = 96) -> np.ndarray:
+    """Rows of LR | bicubic | model | HR on fixed centre crops of the first validation images (RGB)."""
+    up = Upscaler(model, device=device, precision=precision)
+    rows = []
+    for hr in images[:4]:
+        h, w = hr.shape[-2:]
+        s = min(size, h, w) // 4 * 4
+        y, x = (h - s) // 2, (w - s) // 2
+        crop = hr[:, y : y + s, x : x + s]
+        lr = degrade_bicubic(crop).permute(1, 2, 0).numpy()
+        sr = up.upscale(lr[None])[0]
+        rows.append(comparison(lr, crop.permute(1, 2, 0).numpy(), [("model", sr)]))
+    width = max(r.shape[1] for r in rows)
+    return np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     t = min(step / max(cfg.steps, 1), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional extra: pip install -e ".[tensorboard]"
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise VsrError(f"{run_dir}: no checkpoint.pt to resume from")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resume_config(run_dir: str | Path, *, steps: int | None = None) -> TrainConfig:
+    """The config a run was started with (optionally with a new total number of steps)."""
+    cfg = train_config_from_dict(load_checkpoint(run_dir)["config"])
+    cfg.out = str(run_dir)
+    if steps is not None:
+        cfg.steps = steps
+    return cfg
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Path:
-    """Train a generator with ``cfg``; returns the run folder (checkpoints, log.csv, exported weights)."""
+    """Train with ``cfg``; returns the run folder (checkpoint.pt, log.csv, curves.png, grid.png, final.json)."""
     if cfg.loss not in LOSSES:
-        raise VsrError(f"--loss {cfg.loss}: not implemented yet (available: {', '.join(LOSSES)})")
+        raise VsrError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    if cfg.content not in ("mse", "vgg"):
+        raise VsrError(f"--content {cfg.content!r}: choose mse or vgg")
+    schedule = parse_schedule(cfg.perpix_schedule)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.out)
-    ckpt_path = run_dir / "checkpoint.pt"
-    device = resolve_device(cfg.device)
+    ddp, device = _init_distributed(cfg.device)
     precision = resolve_precision(device, cfg.precision)
-    if precision == "fp16":
-        raise VsrError("training in fp16 is not supported yet; use bf16 or fp32")
+    run_dir = Path(cfg.out)
+    gan = uses_gan(cfg.loss)
+    needs_vgg = cfg.loss in ("vgg", "perpix") or (cfg.loss == "gan" and cfg.content == "vgg")
+
+    # data first: bad input fails before any compute
+    paths = list_images(cfg.data)
+    shard = paths[ddp.rank :: ddp.world]
+    if not shard:
+        raise DataError(f"{len(paths)} training images cannot feed {ddp.world} ranks")
+    sampler = CropSampler(load_images(shard, min_size=cfg.crop), crop=cfg.crop, device=device)
+    val_images = load_images(list_images([cfg.val])) if cfg.val and ddp.main else []
+    vgg = weights_io.load_vgg54(cfg.vgg_weights).to(device) if needs_vgg else None
+
     torch.manual_seed(cfg.seed)
-    model = SRResNet().to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = SRResNet()
+    if cfg.init:
+        gen.load_state_dict(weights_io.load(cfg.init).model.state_dict())
+    gen = gen.to(device).to(memory_format=torch.channels_last).train()
+    disc = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train() if gan else None
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) if disc is not None else None
+    scaler_g = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = 0
     if resume:
-        if not ckpt_path.is_file():
-            raise VsrError(f"{ckpt_path}: no checkpoint to resume from")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["data_rng"])
-        torch.set_rng_state(ck["torch_rng"])
+        ck = load_checkpoint(run_dir)
+        gen.load_state_dict(ck["model"])
+        opt_g.load_state_dict(ck["optimizer"])
+        if ck.get("scaler_g"):
+            scaler_g.load_state_dict(ck["scaler_g"])
+        if disc is not None:
+            disc.load_state_dict(ck["discriminator"])
+            opt_d.load_state_dict(ck["optimizer_d"])
+            if ck.get("scaler_d"):
+                scaler_d.load_state_dict(ck["scaler_d"])
         step = int(ck["step"])
-    images = load_images(list_images(cfg.data), min_size=cfg.crop)
-    val_images = load_images(list_images([cfg.val])) if cfg.val else []
-    sampler = CropSampler(images, crop=cfg.crop, device=device, generator=gen)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "log.csv"
-    new_log = not log_path.exists()
-    log = open(log_path, "a", newline="")
-    writer = csv.writer(log)
-    if new_log:
-        writer.writerow(["step", "loss", "lr", "train_psnr", "val_psnr", "seconds"])
+    g_train: nn.Module = gen
+    d_train: nn.Module | None = disc
+    if ddp.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        g_train = nn.parallel.DistributedDataParallel(gen, device_ids=ids)
+        d_train = nn.parallel.DistributedDataParallel(disc, device_ids=ids) if disc is not None else None
+    if cfg.compile:
+        g_train = torch.compile(g_train)
+
+    log = writer = tb = None
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir / "log.csv"
+        new_log = not log_path.exists() or not resume
+        log = open(log_path, "w" if new_log else "a", newline="")
+        writer = csv.DictWriter(log, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        if new_log:
+            writer.writeheader()
+        tb = _tensorboard(run_dir)
 
     def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
+        if not ddp.main:
+            return
+        state = {"model": _unwrap(gen).state_dict(), "optimizer": opt_g.state_dict(), "scaler_g": scaler_g.state_dict(),
+                 "step": step, "config": to_dict(cfg), "precision": precision}
+        if disc is not None:
+            state |= {"discriminator": _unwrap(disc).state_dict(), "optimizer_d": opt_d.state_dict(),
+                      "scaler_d": scaler_d.state_dict()}
+        tmp = run_dir / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(run_dir / "checkpoint.pt")
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=quiet, desc=f"train {cfg.loss}", unit="step")
-    t0, running = time.time(), []
+    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not ddp.main, desc=f"train {cfg.loss}", unit="step",
+               dynamic_ncols=True)
+    t0 = time.time()
+    running: dict[str, list[float]] = {}
+    last_val = None
     try:
         while step < cfg.steps:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(cfg, step)
-            lr_img, hr_img = sampler.sample(cfg.batch_size)
+            lr_now = _lr_at(cfg, step)
+            for opt in (opt_g, opt_d):
+                for group in (opt.param_groups if opt is not None else []):
+                    group["lr"] = lr_now
+            lr_img, hr_img = sampler.sample(cfg.batch_size, step_seed(cfg.seed, ddp.rank, step))
+            lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+            w_mse, w_vgg = content_weights(cfg.loss, step + 1, content=cfg.content, schedule=schedule)
+
+            # generator step (D frozen, and called unwrapped so DDP does not wait for its gradients)
+            if disc is not None:
+                disc.requires_grad_(False)
             with autocast(device, precision):
-                sr = model(lr_img.contiguous(memory_format=torch.channels_last))
-            loss = torch.nn.functional.mse_loss(sr.float(), hr_img)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                sr = g_train(lr_img)
+            terms: dict[str, torch.Tensor] = {"pixel_mse": F.mse_loss(sr.float(), hr_img)}
+            total = w_mse * terms["pixel_mse"]
+            if w_vgg:
+                with autocast(device, precision):
+                    terms["vgg"] = vgg_loss(vgg, sr, hr_img)
+                total = total + w_vgg * terms["vgg"]
+            if disc is not None:
+                with autocast(device, precision):
+                    terms["adv"] = generator_adversarial(disc(sr))
+                total = total + cfg.adv_weight * terms["adv"]
+            opt_g.zero_grad(set_to_none=True)
+            scaler_g.scale(total).backward()
+            scaler_g.step(opt_g)
+            scaler_g.update()
+
+            # discriminator step on the detached fakes
+            if disc is not None:
+                disc.requires_grad_(True)
+                with autocast(device, precision):
+                    d_loss = discriminator_loss(d_train(hr_img), d_train(sr.detach()))
+                opt_d.zero_grad(set_to_none=True)
+                scaler_d.scale(d_loss).backward()
+                scaler_d.step(opt_d)
+                scaler_d.update()
+                terms["d_loss"] = d_loss
+            terms["loss"] = total
             step += 1
-            running.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{running[-1]:.4f}")
-            val_now = cfg.val_every and step % cfg.val_every == 0
-            if step % cfg.log_every == 0 or val_now:
-                mse = float(np.mean(running))
-                train_psnr = 10 * math.log10(4.0 / mse)  # [-1, 1] range: peak-to-peak 2
-                val_psnr = ""
-                if val_now and val_images:
-                    val_psnr = f"{validate(model, val_images, device=device, precision=precision):.3f}"
-                    model.train()
-                    bar.write(f"step {step}: val Y-PSNR {val_psnr} dB")
-                writer.writerow([step, f"{mse:.6f}", f"{_lr_at(cfg, step):.3g}", f"{train_psnr:.3f}", val_psnr,
-                                 f"{time.time() - t0:.1f}"])
+            for k, v in terms.items():
+                running.setdefault(k, []).append(float(v.detach()))
+            if ddp.main:
+                bar.update(1)
+                bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in running.items() if k in ("loss", "adv", "d_loss")})
+            val_now = bool(cfg.val_every) and step % cfg.val_every == 0
+            if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
+                row: dict[str, Any] = {k: f"{np.mean(v):.6g}" for k, v in running.items()}
+                mse = float(np.mean(running["pixel_mse"]))
+                row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr_now:.3g}",
+                        "train_psnr": f"{10 * math.log10(4.0 / max(mse, 1e-12)):.3f}",
+                        "seconds": f"{time.time() - t0:.1f}"}
+                if (val_now or step == cfg.steps) and val_images:
+                    last_val = validate(_unwrap(gen), val_images, device=device, precision=precision)
+                    gen.train()
+                    row["val_psnr"] = f"{last_val:.3f}"
+                    bar.write(f"step {step}: validation Y-PSNR {last_val:.3f} dB")
+                    _write_pictures(run_dir, _unwrap(gen), val_images, device, precision)
+                    gen.train()
+                writer.writerow(row)
                 log.flush()
-                running = []
+                if tb is not None:
+                    for k in ("loss", "pixel_mse", "vgg", "adv", "d_loss", "train_psnr", "val_psnr"):
+                        if row.get(k) not in (None, ""):
+                            tb.add_scalar(k, float(row[k]), step)
+                running = {}
             if step % cfg.ckpt_every == 0:
                 save_checkpoint()
     except KeyboardInterrupt:
@@ -121,14 +296,51 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         raise
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
+        if tb is not None:
+            tb.close()
     save_checkpoint()
+    in_sync = _ranks_in_sync(gen, ddp)
+    if ddp.main:
+        (run_dir / "final.json").write_text(json.dumps(
+            {"step": step, "val_psnr": last_val, "world_size": ddp.world, "ranks_in_sync": in_sync,
+             "device": str(device), "precision": precision, "seconds": round(time.time() - t0, 1),
+             "config": to_dict(cfg)}, indent=2))
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not in_sync:
+        raise VsrError("the ranks ended with different generator weights (DDP out of sync)")
     return run_dir
 
 
+def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor], device: torch.device,
+                    precision: str) -> None:
+    """PSNR curves (train and validation over steps) and the comparison grid, refreshed at each validation."""
+    import cv2
+
+    rows = list(csv.DictReader(open(run_dir / "log.csv")))
+    series = {"train (RGB, crops)": [(int(r["step"]), float(r["train_psnr"])) for r in rows if r.get("train_psnr")],
+              "validation (Y, 4-px crop)": [(int(r["step"]), float(r["val_psnr"])) for r in rows if r.get("val_psnr")]}
+    line_plot(series, run_dir / "curves.png", title="PSNR (dB) over steps")
+    grid = comparison_grid(gen, val_images, device=device, precision=precision)
+    cv2.imwrite(str(run_dir / "grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
+    """All ranks hold the same generator (a checksum per rank, gathered)."""
+    if ddp.world == 1:
+        return True
+    mine = torch.cat([p.detach().float().flatten() for p in _unwrap(gen).parameters()])
+    gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = False, extra_meta: dict | None = None) -> Path:
-    """Write the inference-only weights of a run's checkpoint, with its config as metadata."""
-    ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    """Write the inference-only generator of a run's checkpoint, with its config as metadata."""
+    ck = load_checkpoint(run_dir)
     model = SRResNet()
     model.load_state_dict(ck["model"])
     meta = {"name": name, "arch": "srresnet", "arch_kwargs": {"num_blocks": 16, "channels": 64, "scale": 4},

@@ -160,3 +160,26 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_vgg54(path: str | Path) -> nn.Module:
+    """The VGG54 feature extractor with the Oxford VGG19 conv weights from ``path`` (see shared/weights/SOURCES.md)."""
+    from vsr.models import VGG54
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: VGG19 weights not found; pass --vgg-weights PATH "
+                           "(the file is shared/weights/vgg19_features_conv54_fp16.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        raise WeightsError(f"{path}: not a readable VGG19 weights file ({type(exc).__name__})") from exc
+    model = VGG54()
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state_dict of VGG19 conv layers")
+    expected = model.features.state_dict()
+    bad = sorted(set(expected) ^ set(state)) or [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if bad:
+        raise WeightsError(f"{path}: does not match VGG19 features[:36] (first mismatch: {bad[0]})")
+    model.features.load_state_dict({k: v.float() for k, v in state.items()})
+    return model

@@ -1,6 +1,7 @@
-"""``vsr train``: train a generator on folders of HR images; ``vsr train export`` writes weights."""
+"""``vsr train``: train a generator on folders of HR images; ``vsr train export`` writes weights for `vsr upscale`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,44 +11,61 @@ from vsr.cli import setup_logging, user_errors
 from vsr.config import TrainConfig
 from vsr.errors import VsrError
 from vsr.trainer import export as export_run
+from vsr.trainer import resume_config
 from vsr.trainer import train as run_training
 
 app = typer.Typer(help="Train a generator (`vsr train --data DIR ...`) and export it (`vsr train export RUN -o FILE`).")
+DEFAULTS = TrainConfig()
 
 
 @app.callback(invoke_without_command=True)
 def run(
     ctx: typer.Context,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Folder of HR training images (repeat for several).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint.pt, log.csv.")] = Path("runs/train"),
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint.pt, log.csv, curves.png, grid.png.")] = Path(DEFAULTS.out),
     val: Annotated[Optional[Path], typer.Option(help="Folder of HR validation images (Y-PSNR, 4-px crop).")] = None,
-    loss: Annotated[str, typer.Option(help="Loss: mse (vgg, gan, perpix: not yet).")] = "mse",
-    steps: Annotated[int, typer.Option(help="Total optimiser steps.")] = 10_000,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
-    crop: Annotated[int, typer.Option(help="HR crop size (LR is crop/4).")] = 96,
-    lr: Annotated[float, typer.Option(help="Adam learning rate at the start.")] = 1e-4,
+    loss: Annotated[str, typer.Option(help="mse | vgg | gan | perpix.")] = DEFAULTS.loss,
+    content: Annotated[str, typer.Option(help="Content loss of --loss gan: mse or vgg.")] = DEFAULTS.content,
+    adv_weight: Annotated[float, typer.Option(help="Weight of the adversarial loss (gan, perpix).")] = DEFAULTS.adv_weight,
+    perpix_schedule: Annotated[str, typer.Option(help="Per-Pix stages UNTIL_STEP:W_MSE:W_VGG,...")] = DEFAULTS.perpix_schedule,
+    vgg_weights: Annotated[Path, typer.Option(help="Oxford VGG19 conv weights for the VGG loss.")] = Path(DEFAULTS.vgg_weights),
+    init: Annotated[Optional[str], typer.Option(help="Start the generator from these weights (name or .pt).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Total optimiser steps (default {DEFAULTS.steps}; with --resume: keep).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = DEFAULTS.batch_size,
+    crop: Annotated[int, typer.Option(help="HR crop size (LR is crop/4).")] = DEFAULTS.crop,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (G and D).")] = DEFAULTS.lr,
     lr_min: Annotated[Optional[float], typer.Option(help="Cosine-decay the learning rate to this (default: constant).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16.")] = "auto",
-    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 1000,
-    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
+    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = DEFAULTS.betas[0],
+    beta2: Annotated[float, typer.Option(help="Adam beta2.")] = DEFAULTS.betas[1],
+    seed: Annotated[int, typer.Option(help="Random seed (weights and crops).")] = DEFAULTS.seed,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (under torchrun: one GPU per rank).")] = DEFAULTS.device,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = DEFAULTS.precision,
+    val_every: Annotated[int, typer.Option(help="Validate (and redraw curves and grid) every N steps.")] = DEFAULTS.val_every,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = DEFAULTS.ckpt_every,
+    log_every: Annotated[int, typer.Option(help="Write a log.csv row every N steps.")] = DEFAULTS.log_every,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its checkpoint (its config is reused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Train SRResNet with the MSE loss (the minimal loop; the GAN losses come with the full trainer)."""
+    """Train the SRResNet generator with the SRGAN recipe's losses (single process, or under torchrun)."""
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(quiet)
-    if not data:
-        typer.echo("error: give at least one --data folder of HR training images", err=True)
-        raise typer.Exit(1)
-    cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), loss=loss, steps=steps,
-                      batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min, seed=seed,
-                      device=device, precision=precision, val_every=val_every, ckpt_every=ckpt_every)
-    with user_errors(on_interrupt=f"checkpoint saved in {out}; continue with --resume"):
-        run_dir = run_training(cfg, resume=resume, quiet=quiet)
-    typer.echo(f"run saved in {run_dir}")
+    with user_errors(on_interrupt=f"checkpoint saved in {resume or out}; continue with --resume {resume or out}"):
+        if resume is not None:
+            cfg = resume_config(resume, steps=steps)
+        else:
+            if not data:
+                raise VsrError("give at least one --data folder of HR training images")
+            cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), loss=loss,
+                              content=content, adv_weight=adv_weight, perpix_schedule=perpix_schedule,
+                              vgg_weights=str(vgg_weights), init=init, steps=steps or DEFAULTS.steps,
+                              batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min,
+                              betas=(beta1, beta2), seed=seed, device=device, precision=precision,
+                              val_every=val_every, ckpt_every=ckpt_every, log_every=log_every, compile=compile)
+        run_dir = run_training(cfg, resume=resume is not None, quiet=quiet)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        typer.echo(f"run saved in {run_dir}")
 
 
 @app.command("export")
@@ -57,10 +75,8 @@ def export(
     name: Annotated[Optional[str], typer.Option(help="Model name stored in the metadata (default: file stem).")] = None,
     half: Annotated[bool, typer.Option(help="Store fp16 tensors (half the size).")] = False,
 ) -> None:
-    """Write the inference-only weights of a run (with its config as metadata) for `vsr upscale --weights`."""
+    """Write the inference-only generator of a run (config as metadata) for `vsr upscale --weights`."""
     setup_logging(False)
     with user_errors():
-        if not (run_dir / "checkpoint.pt").is_file():
-            raise VsrError(f"{run_dir}: no checkpoint.pt in this folder")
         path = export_run(run_dir, output, name=name or output.stem, half=half)
     typer.echo(f"wrote {path}")
