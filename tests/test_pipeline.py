@@ -98,6 +98,16 @@ def test_tiled_output_matches_untiled():
     assert np.abs(no_overlap.astype(int) - whole).max() > diff.max()  # the overlap is what hides the seams
 
 
+def test_memory_budget_splits_batches_and_tiles_big_frames():
+    model = tiny_model()
+    frames = np.random.default_rng(3).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
+    whole = Upscaler(model, device=torch.device("cpu"), precision="fp32", max_pixels=10**9).upscale(frames).astype(int)
+    per_frame = Upscaler(model, device=torch.device("cpu"), precision="fp32", max_pixels=2100).upscale(frames)
+    assert np.abs(per_frame.astype(int) - whole).max() <= 1  # 3 frames split into calls of one frame
+    tiled = Upscaler(model, device=torch.device("cpu"), precision="fp32", max_pixels=900).upscale(frames)
+    assert np.abs(tiled.astype(int) - whole).max() <= 1  # a frame above the budget is tiled (30 px tiles)
+
+
 def test_sixteen_bit_frames_round_trip_through_the_upscaler():
     up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
     f16 = np.random.default_rng(2).integers(0, 65536, (1, 8, 8, 3), dtype=np.uint16)

@@ -36,7 +36,7 @@ def upscale(
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
-    tile: Annotated[int, typer.Option(help="Split frames into tiles of this many input pixels (0 = whole frames).")] = 0,
+    tile: Annotated[int, typer.Option(help="Tiles of this many input pixels (0 = auto: whole frames unless they exceed the memory budget).")] = 0,
     tile_overlap: Annotated[int, typer.Option(help="Context pixels around each tile (hides seams).")] = 16,
     codec: Annotated[Optional[str], typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9 (default: as input).")] = None,
     crf: Annotated[Optional[int], typer.Option(help="Quality (lower = better) (default: 18 x264, 20 x265, 30 vp9/av1).")] = None,

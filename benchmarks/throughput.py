@@ -1,0 +1,166 @@
+"""Stage-by-stage throughput of `vsr upscale`: model only, decode only, encode only, end to end.
+
+    python benchmarks/throughput.py --sizes 180x144 480x270 960x540 --precisions fp32 bf16
+
+For each input size it builds a real clip from the Vid4 ground-truth frames (resized, with a
+generated stereo AAC track), then measures in one run:
+  1. model only: frames/s of the generator on device tensors per precision, with the TFLOP/s that
+     achieves (FLOPs counted from the model with torch's FlopCounterMode) and the share of --peak-tflops;
+  2. decode only (to RGB) and encode only (at the 4x output size, default codec settings);
+  3. end to end `Engine.upscale_video` on the clip (audio copied).
+Pipeline efficiency = end-to-end fps / min(model, decode, encode). Device, precision, batch, tile,
+threads, torch and PyAV versions are printed beside the table.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vsr.device import resolve_device, resolve_precision
+from vsr.inference import Upscaler
+from vsr.pipeline import Engine
+from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter
+from vsr.weights import DEFAULT_WEIGHTS, load
+
+VID4_GT = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "vid4" / "GT" / "foliage"
+PEAK_TFLOPS_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "RTX 4090": 165.0}
+
+
+def make_clip(path: Path, size: tuple[int, int], frames: int, source: Path, fps: int = 25) -> Path:
+    """An H.264 + AAC clip of ``frames`` real frames resized to ``size`` (w, h)."""
+    files = sorted(source.glob("*.png"))
+    if not files:
+        raise SystemExit(f"{source}: no PNG frames (pass --frames-dir)")
+    w, h = size
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "fast"})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = out.add_stream("aac", rate=48000)
+        aus.layout = "stereo"
+        for i in range(frames):
+            img = cv2.cvtColor(cv2.imread(str(files[i % len(files)])), cv2.COLOR_BGR2RGB)
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_CUBIC)
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+        n = int(48000 * frames / fps)
+        tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+        for start in range(0, n, 1024):
+            chunk = np.ascontiguousarray(np.stack([tone[start : start + 1024]] * 2))
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+            out.mux(aus.encode(af))
+        out.mux(aus.encode(None))
+    return path
+
+
+def flops_per_frame(model: torch.nn.Module, h: int, w: int) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, h, w))
+    return float(counter.get_total_flops())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_fps(up: Upscaler, h: int, w: int, batch: int, seconds: float) -> float:
+    x = torch.rand(batch, 3, h, w, device=up.device)
+    up.run(x)
+    sync(up.device)
+    done, start = 0, time.perf_counter()
+    while True:
+        up.run(x)
+        done += batch
+        sync(up.device)
+        if time.perf_counter() - start >= seconds:
+            return done / (time.perf_counter() - start)
+
+
+def decode_fps(clip: Path) -> tuple[float, list[Frame]]:
+    start = time.perf_counter()
+    with VideoReader(clip) as reader:
+        frames = [f for f in reader if isinstance(f, Frame)]
+    return len(frames) / (time.perf_counter() - start), frames
+
+
+def encode_fps(clip: Path, frames: list[Frame], scale: int, tmp: Path) -> float:
+    big = [Frame(index=f.index, image=cv2.resize(f.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
+                 pts=f.pts, time_base=f.time_base, rotation=f.rotation, colour=f.colour) for f in frames]
+    with VideoReader(clip) as reader:
+        info = reader.info
+    info.copy_streams = []
+    start = time.perf_counter()
+    writer = VideoWriter(tmp / "enc.mp4", info, scale=scale, settings=EncodeSettings())
+    for f in big:
+        writer.write_frame(f)
+    writer.close()
+    return len(big) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["180x144", "480x270", "960x540"])
+    ap.add_argument("--frames", type=int, nargs="+", default=[41, 12, 6], help="clip length per size")
+    ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 bf16 (+ fp16 on GPUs)")
+    ap.add_argument("--e2e-precision", default="auto")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--tile", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    ap.add_argument("--model-seconds", type=float, default=4.0)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device")
+    ap.add_argument("--frames-dir", type=Path, default=VID4_GT)
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    precisions = args.precisions or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS_BF16.items() if k in name), None)
+    e2e_precision = resolve_precision(device, args.e2e_precision)
+    print(f"device {device} ({name}); torch {torch.__version__}, PyAV {av.__version__}, torch threads "
+          f"{torch.get_num_threads()}, batch {args.batch_size}, tile {args.tile or 'off'}, encoder default "
+          f"(libx264 crf 18 preset medium), end-to-end precision {e2e_precision}, peak "
+          f"{f'{peak:g} TFLOP/s' if peak else 'unknown (pass --peak-tflops)'}")
+    header = ("| input | model " + " | model ".join(precisions) + " (fps) | TFLOP/s (best) | decode (fps) | encode 4x (fps) "
+              "| end to end (fps) | efficiency | bottleneck |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    model = load(args.weights).model
+    for size, n in zip(args.sizes, args.frames):
+        w, h = map(int, size.split("x"))
+        flops = flops_per_frame(model, h, w)
+        m = {p: model_fps(Upscaler(model, device=device, precision=p, tile=args.tile), h, w,
+                          1 if w * h > 300_000 and device.type == "cpu" else args.batch_size, args.model_seconds)
+             for p in precisions}
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
+            d_fps, frames = decode_fps(clip)
+            e_fps = encode_fps(clip, frames, 4, tmp)
+            up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
+            result = Engine(up, batch_size=args.batch_size).upscale_video(clip, tmp / "out.mp4")
+        stages = {"model": m[e2e_precision], "decode": d_fps, "encode": e_fps}
+        slowest = min(stages, key=stages.get)
+        best = max(m.values())
+        tflops = best * flops / 1e12
+        share = f" ({100 * tflops / peak:.1f}% of peak)" if peak else ""
+        print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px) | " + " | ".join(f"{m[p]:.2f}" for p in precisions)
+              + f" | {tflops:.3f}{share} | {d_fps:.1f} | {e_fps:.1f} | {result.fps:.2f} | "
+              f"{result.fps / stages[slowest]:.2f} | {slowest} |")
+
+
+if __name__ == "__main__":
+    main()
