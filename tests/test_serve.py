@@ -1,0 +1,171 @@
+"""`vsr serve`: every endpoint and error in-process, a restart with jobs queued, a real server over
+loopback, and a bounded concurrent load test with and without dynamic batching."""
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from clips import frame_image, make_clip, probe
+from conftest import tiny_model
+from fastapi.testclient import TestClient
+
+from vsr.inference import Upscaler
+from vsr.pipeline import Engine
+from vsr.serve import ServeConfig, create_app
+
+
+def _engine() -> Engine:
+    return Engine(Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32"), batch_size=4)
+
+
+def _client(tmp_path: Path, **kw) -> TestClient:
+    cfg = ServeConfig(workdir=str(tmp_path / "work"), **kw)
+    return TestClient(create_app(_engine(), {"name": "tiny"}, cfg))
+
+
+def _wait(client: TestClient, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']}")
+
+
+def test_predict_uint8_and_float_match_the_upscaler(tmp_path: Path):
+    frames = np.random.default_rng(0).integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+    expected = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32").upscale(frames)
+    with _client(tmp_path) as client:
+        r = client.post("/v1/predict", json={"instances": frames.tolist()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["dtype"] == "uint8" and body["range"] == "0-255" and body["shape"] == [2, 24, 20, 3]
+        assert np.abs(np.array(body["predictions"]) - expected.astype(int)).max() <= 1
+        r = client.post("/v1/predict", json={"instances": (frames / 255.0).tolist()})
+        pred = np.array(r.json()["predictions"])
+        assert r.json()["range"] == "0-1" and 0 <= pred.min() and pred.max() <= 1
+        assert np.abs(pred * 255 - expected).max() <= 1.0
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "malformed JSON"),
+    (json.dumps({"inputs": []}).encode(), 422, "instances"),
+    (json.dumps({"instances": [[1, 2, 3]]}).encode(), 422, "4-D"),
+    (json.dumps({"instances": np.zeros((1, 4, 4, 4)).tolist()}).encode(), 422, "3 channels"),
+    (json.dumps({"instances": np.full((1, 4, 4, 3), 300).tolist()}).encode(), 422, "0-255"),
+    (json.dumps({"instances": np.full((1, 4, 4, 3), 1.5).tolist()}).encode(), 422, "0-1"),
+    (json.dumps({"instances": np.zeros((5, 4, 4, 3), int).tolist()}).encode(), 413, "instances is over"),
+    (json.dumps({"instances": np.zeros((1, 40, 40, 3), int).tolist()}).encode(), 413, "pixels"),
+])
+def test_predict_rejects_bad_input(tmp_path: Path, body: bytes, status: int, words: str):
+    with _client(tmp_path, max_batch=4, max_pixels=1000) as client:
+        r = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status and words in r.json()["detail"], r.text
+
+
+def test_upload_limit_and_token(tmp_path: Path):
+    with _client(tmp_path, max_upload_mb=0.001, token="s3cret") as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/models").status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        models = client.get("/v1/models", headers=auth).json()["models"]
+        assert models[0]["name"] == "tiny" and models[0]["scale"] == 4
+        big = {"instances": np.zeros((1, 30, 30, 3), int).tolist()}
+        assert client.post("/v1/predict", json=big, headers=auth).status_code == 413
+
+
+def test_images_endpoint(tmp_path: Path):
+    ok, png = cv2.imencode(".png", frame_image(0, 10, 8))
+    with _client(tmp_path) as client:
+        r = client.post("/v1/images", files={"file": ("a.png", png.tobytes(), "image/png")})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape == (32, 40, 3)
+        r = client.post("/v1/images", files={"file": ("a.png", b"not an image", "image/png")})
+        assert r.status_code == 415 and "not an image" in r.json()["detail"]
+        assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_video_job_lifecycle(tmp_path: Path):
+    clip = make_clip(tmp_path / "in.mp4", frames=8)
+    with _client(tmp_path) as client:
+        r = client.post("/v1/jobs", files={"file": ("in.mp4", clip.read_bytes(), "video/mp4")})
+        assert r.status_code == 202, r.text
+        job = _wait(client, r.json()["id"])
+        assert job["status"] == "done" and job["frames_done"] == 8 and job["progress"] == 1.0
+        r = client.get(f"/v1/jobs/{job['id']}/result")
+        assert r.status_code == 200
+        (tmp_path / "out.mp4").write_bytes(r.content)
+        out = probe(tmp_path / "out.mp4")
+        assert out["frames"] == 8 and (out["width"], out["height"]) == (128, 96) and out["audio_codec"] == "aac"
+        bad = client.post("/v1/jobs", files={"file": ("x.mp4", b"hello" * 100, "video/mp4")})
+        assert bad.status_code == 415 and "not a readable media file" in bad.json()["detail"]
+        assert client.get("/v1/jobs/nope").status_code == 404
+
+
+def test_jobs_survive_a_restart_and_can_be_cancelled(tmp_path: Path, monkeypatch):
+    import vsr.serve as serve_mod
+
+    clip = make_clip(tmp_path / "in.mp4", frames=6)
+    cfg = ServeConfig(workdir=str(tmp_path / "work"))
+    run_jobs = serve_mod.JobWorker._loop
+    monkeypatch.setattr(serve_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # a server that never gets to them
+    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg)) as first:
+        ids = [first.post("/v1/jobs", files={"file": ("in.mp4", clip.read_bytes(), "video/mp4")}).json()["id"]
+               for _ in range(2)]
+        assert first.delete(f"/v1/jobs/{ids[1]}").json()["status"] == "cancelled"
+        assert first.get(f"/v1/jobs/{ids[0]}").json()["status"] == "queued"
+    monkeypatch.setattr(serve_mod.JobWorker, "_loop", run_jobs)
+    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg)) as restarted:  # a new server, same workdir
+        assert _wait(restarted, ids[0])["status"] == "done"
+        assert restarted.get(f"/v1/jobs/{ids[1]}").json()["status"] == "cancelled"
+        assert restarted.get(f"/v1/jobs/{ids[1]}/result").status_code == 409
+
+
+def test_cancel_a_running_job(tmp_path: Path):
+    clip = make_clip(tmp_path / "long.mp4", frames=120)
+    with _client(tmp_path) as client:
+        job_id = client.post("/v1/jobs", files={"file": ("long.mp4", clip.read_bytes(), "video/mp4")}).json()["id"]
+        _wait(client, job_id, until=("running",))
+        client.delete(f"/v1/jobs/{job_id}")
+        assert _wait(client, job_id)["status"] == "cancelled"
+        assert not (tmp_path / "work" / "jobs" / job_id).exists()
+
+
+def test_running_job_interrupted_by_restart_is_run_again(tmp_path: Path):
+    from vsr.serve import JobStore
+
+    store = JobStore(tmp_path / "work")
+    store.folder("j1").mkdir(parents=True)
+    make_clip(store.folder("j1") / "input.mp4", frames=4)
+    store.create("j1", "input.mp4", 4)
+    store.update("j1", status="running", frames_done=2)  # as if the server died mid-job
+    store.db.close()
+    with _client(tmp_path) as client:
+        job = _wait(client, "j1")
+        assert job["status"] == "done" and "restart" in job["note"]
+
+
+@pytest.mark.slow
+def test_real_server_over_loopback_and_load(tmp_path: Path, tiny_weights: Path):
+    """`vsr serve` in a subprocess on a free loopback port: 8 concurrent clients x 20 requests, every answer
+    checked, with and without dynamic batching (the figures for the full model are in benchmarks/RESULTS.md)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from serve_load import load, server
+
+    frames = np.random.default_rng(1).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    expected = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32").upscale(frames).astype(int)
+    common = ["--weights", str(tiny_weights), "--precision", "fp32", "--device", "cpu"]
+    rates = {}
+    for label, window, frames_per_batch in (("batching", "20", "8"), ("no batching", "0", "1")):
+        with server([*common, "--batch-window-ms", window, "--max-batch-frames", frames_per_batch],
+                    str(tmp_path / label)) as url:
+            assert json.loads(urllib.request.urlopen(url + "/healthz").read())["status"] == "ok"
+            rates[label] = load(url, frames, expected, clients=8, requests=20)
+    print("load test, 8 clients x 20 requests of 1x16x16x3, tiny model, CPU fp32: "
+          + ", ".join(f"{k} {v:.1f} req/s" for k, v in rates.items()))
