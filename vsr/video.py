@@ -85,6 +85,7 @@ class VideoInfo:
     duration_s: float | None
     format_name: str
     copy_streams: list[Any] = field(default_factory=list)
+    dropped_streams: list[str] = field(default_factory=list)  # streams that are neither copied nor upscaled
 
     @property
     def expected_frames(self) -> int:
@@ -156,6 +157,9 @@ class VideoReader:
             bit_depth=_bit_depth(cc.format), fps=Fraction(fps), time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
             frames=int(self.stream.frames or 0), duration_s=duration, format_name=self.container.format.name,
             copy_streams=[s for s in self.container.streams if s.type in ("audio", "subtitle")],
+            dropped_streams=[f"{s.type} stream #{s.index} ({s.codec_context.name if s.codec_context else s.type})"
+                             for s in self.container.streams
+                             if s.type not in ("audio", "subtitle") and s.index != self.stream.index],
         )
 
     def __enter__(self) -> VideoReader:
@@ -181,7 +185,7 @@ class VideoReader:
         if not self.skip_corrupt:
             reason = f": {exc}" if exc else ""
             raise InputError(f"{self.path}: corrupt video data {where}{reason}; "
-                             "re-run with --skip-corrupt to drop the damaged frames with a warning")
+                             "re-run with --skip-corrupt to decode through it (damaged packets skipped with a warning)")
         self.corrupt_packets += 1
         log.warning("%s: skipping corrupt video data %s", self.path, where)
 
@@ -333,6 +337,7 @@ class VideoWriter:
     def _add_copies(self) -> None:
         self.copy_map: dict[int, Any] = {}
         self.transcoders: dict[int, tuple[Any, Any]] = {}
+        self.notes.extend(f"{name} not carried (only video, audio and subtitles are)" for name in self.info.dropped_streams)
         fmt = self.container.format.name.split(",")[0]
         for src in self.info.copy_streams:
             codec_name = src.codec_context.name if src.codec_context else None
