@@ -127,6 +127,39 @@ def test_jobs_survive_a_restart_and_can_be_cancelled(tmp_path: Path, monkeypatch
         assert restarted.get(f"/v1/jobs/{ids[1]}/result").status_code == 409
 
 
+def test_job_queue_and_upload_limits(tmp_path: Path, monkeypatch):
+    import vsr.serve as serve_mod
+
+    clip = make_clip(tmp_path / "in.mp4", frames=4)
+    monkeypatch.setattr(serve_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # jobs stay queued
+    with _client(tmp_path, queue_length=1) as client:
+        files = {"file": ("in.mp4", clip.read_bytes(), "video/mp4")}
+        assert client.post("/v1/jobs", files=files).status_code == 202
+        r = client.post("/v1/jobs", files=files)
+        assert r.status_code == 429 and "queue is full" in r.json()["detail"]
+    with _client(tmp_path / "small", max_upload_mb=0.001) as client:
+        r = client.post("/v1/jobs", files={"file": ("in.mp4", clip.read_bytes(), "video/mp4")})
+        assert r.status_code == 413 and not list((tmp_path / "small" / "work" / "jobs").iterdir())
+
+
+def test_batcher_queue_full_is_429(tmp_path: Path, monkeypatch):
+    import vsr.serve as serve_mod
+
+    batcher = serve_mod.Batcher(_engine(), window_ms=1, max_frames=8, queue_length=1)
+    batcher.close()  # nothing drains the queue now
+    batcher.submit(np.zeros((1, 4, 4, 3), np.uint8))
+    with pytest.raises(serve_mod.Busy):
+        batcher.submit(np.zeros((1, 4, 4, 3), np.uint8))
+
+    def busy(self, frames):
+        raise serve_mod.Busy
+
+    monkeypatch.setattr(serve_mod.Batcher, "submit", busy)
+    with _client(tmp_path) as client:
+        r = client.post("/v1/predict", json={"instances": np.zeros((1, 4, 4, 3), int).tolist()})
+        assert r.status_code == 429 and "retry" in r.json()["detail"]
+
+
 def test_cancel_a_running_job(tmp_path: Path):
     clip = make_clip(tmp_path / "long.mp4", frames=120)
     with _client(tmp_path) as client:
