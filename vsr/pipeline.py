@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +143,8 @@ class Engine:
         self.queue_frames = queue_frames or 2 * batch_size + 2
 
     def _infer(self, batch: list[Frame]) -> list[Frame]:
-        # frames of one clip share a size; a size change mid-stream is run as its own batch
-        out: list[Frame] = []
-        i = 0
-        while i < len(batch):
-            j = i
-            while j < len(batch) and batch[j].image.shape == batch[i].image.shape and batch[j].image.dtype == batch[i].image.dtype:
-                j += 1
-            ups = self.upscaler.upscale(np.stack([f.image for f in batch[i:j]]))
-            for f, up in zip(batch[i:j], ups):
-                out.append(Frame(index=f.index, image=up, pts=f.pts, time_base=f.time_base, rotation=f.rotation,
-                                 colour=f.colour))
-            i = j
-        return out
+        """The batch's frames upscaled, timing and tags unchanged (a size change mid-stream starts a new call)."""
+        return [replace(f, image=up) for f, up in zip(batch, self.upscale_frames(f.image for f in batch))]
 
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch)."""
