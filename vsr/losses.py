@@ -36,10 +36,6 @@ def parse_schedule(text: str) -> tuple[Stage, ...]:
     return stages
 
 
-def format_schedule(stages: tuple[Stage, ...]) -> str:
-    return ",".join(f"{s.until}:{s.mse:g}:{s.vgg:g}" for s in stages)
-
-
 def content_weights(loss: str, step: int, *, content: str = "mse", schedule: tuple[Stage, ...] = DEFAULT_PERPIX) -> tuple[float, float]:
     """(MSE weight, VGG weight) at 1-based ``step`` for ``loss``; the last Per-Pix stage holds past its end."""
     if loss == "mse":

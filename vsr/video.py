@@ -431,17 +431,10 @@ class VideoWriter:
             log.debug("closing aborted output %s: %s", self.path, exc)
 
 
-def duration_of(stream: Any) -> float | None:
-    """Duration of a stream in seconds, if the container knows it."""
-    if stream.duration is None or not stream.time_base:
-        return None
-    return float(stream.duration * stream.time_base)
-
-
 def is_video_path(path: Path) -> bool:
     """True for file names with a common video extension."""
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-__all__ = ["Colour", "EncodeSettings", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "duration_of",
+__all__ = ["Colour", "EncodeSettings", "Frame", "VideoInfo", "VideoReader", "VideoWriter",
            "is_video_path", "open_input"]

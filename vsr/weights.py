@@ -6,7 +6,6 @@ made (recipe, steps, measured PSNR) so a file is self-describing wherever it is 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,15 +150,6 @@ def save(model: nn.Module, path: str | Path, *, meta: dict[str, Any], half: bool
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (recorded in the model card)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_vgg54(path: str | Path) -> nn.Module:
