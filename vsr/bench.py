@@ -18,7 +18,7 @@ import torch
 
 from vsr.data import list_images, mod_crop, read_image
 from vsr.errors import DataError
-from vsr.metrics import imresize, psnr, ssim
+from vsr.metrics import imresize, psnr, ssim, to_chw_tensor
 from vsr.pipeline import Engine
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -141,17 +141,13 @@ def gaussian_bd(hr: torch.Tensor, scale: int = 4, sigma: float = 1.6) -> torch.T
     return img[0, :, ::scale, ::scale].floor().clamp(0, 255).to(torch.uint8)
 
 
-def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-
-
 def _pairs(item: Item, degradation: str, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i, hr_path in enumerate(item.hr_paths):
         hr = read_image(hr_path)
         if item.lr_paths is not None:
             yield read_image(item.lr_paths[i]), hr
             continue
-        hr_t = mod_crop(_chw(hr), scale)
+        hr_t = mod_crop(to_chw_tensor(hr), scale)
         lr_t = imresize(hr_t, 1.0 / scale) if degradation == "bi" else gaussian_bd(hr_t, scale)
         yield lr_t.permute(1, 2, 0).numpy(), hr_t.permute(1, 2, 0).numpy()
 
@@ -163,7 +159,7 @@ def _score(sr: np.ndarray, hr: np.ndarray, crop: int, grey: bool) -> tuple[float
         b = torch.from_numpy(np.ascontiguousarray(hr[..., 0]))[None]
         p = psnr(a, b, crop_border=crop)
         return p, ssim(a, b, crop_border=crop), p
-    a, b = _chw(sr), _chw(hr)
+    a, b = to_chw_tensor(sr), to_chw_tensor(hr)
     return (psnr(a, b, crop_border=crop), ssim(a, b, crop_border=crop),
             psnr(a, b, crop_border=crop, y_channel=False))
 
@@ -189,7 +185,7 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
             if sr.shape != hr.shape:
                 raise DataError(f"{item.name}: output {sr.shape} does not match ground truth {hr.shape}")
             scores.append(_score(sr, hr, crop, item.grey))
-            up = imresize(_chw(lr), float(scale)).permute(1, 2, 0).numpy()
+            up = imresize(to_chw_tensor(lr), float(scale)).permute(1, 2, 0).numpy()
             bic.append(_score(up, hr, crop, item.grey)[:2])
             if save_frames is not None:
                 out_dir = save_frames / dataset.replace("/", "_") / item.name
