@@ -4,17 +4,22 @@
 
 For each input size it builds a real clip from the Vid4 ground-truth frames (resized, with a
 generated stereo AAC track), then measures in one run:
-  1. model only: frames/s of the generator on device tensors per precision, with the TFLOP/s that
-     achieves (FLOPs counted from the model with torch's FlopCounterMode) and the share of --peak-tflops;
+  1. model only: frames/s of the generator on device tensors per precision (the fused inference graph
+     `vsr upscale` runs, plus the original graph at the end-to-end precision), with the TFLOP/s that
+     achieves (FLOPs counted from the original model with torch's FlopCounterMode), its share of a
+     measured dense GEMM of the same precision on this device, and of --peak-tflops (the data-sheet
+     dense bf16 peak; known GPUs are filled in);
   2. decode only (to RGB) and encode only (at the 4x output size, default codec settings);
   3. end to end `Engine.upscale_video` on the clip (audio copied).
 Pipeline efficiency = end-to-end fps / min(model, decode, encode). Device, precision, batch, tile,
-threads, torch and PyAV versions are printed beside the table.
+threads, torch and PyAV versions are printed beside the table. ``--presets`` adds encode-only
+figures for other x264 presets at the largest size (the speed/size trade-off of the encoder).
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import tempfile
 import time
 from fractions import Fraction
@@ -71,6 +76,21 @@ def flops_per_frame(model: torch.nn.Module, h: int, w: int) -> float:
     return float(counter.get_total_flops())
 
 
+def gemm_tflops(device: torch.device, precision: str, seconds: float = 2.0) -> float:
+    """Achieved TFLOP/s of a large dense matrix product: what this device really sustains."""
+    n = 4096 if device.type == "cuda" else 2048
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        done += 1
+        sync(device)
+    return 2 * n**3 * done / (time.perf_counter() - start) / 1e12
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -96,18 +116,20 @@ def decode_fps(clip: Path) -> tuple[float, list[Frame]]:
     return len(frames) / (time.perf_counter() - start), frames
 
 
-def encode_fps(clip: Path, frames: list[Frame], scale: int, tmp: Path) -> float:
-    big = [Frame(index=f.index, image=cv2.resize(f.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
+def encode_fps(clip: Path, frames: list[Frame], scale: int, tmp: Path,
+               settings: EncodeSettings | None = None) -> tuple[float, int]:
+    """Frames/s and output bytes of encoding ``frames`` upscaled ``scale`` x (nearest) with ``settings``."""
+    big = [Frame(index=f.index, image=cv2.resize(f.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC),
                  pts=f.pts, time_base=f.time_base, rotation=f.rotation, colour=f.colour) for f in frames]
     with VideoReader(clip) as reader:
         info = reader.info
     info.copy_streams = []
     start = time.perf_counter()
-    writer = VideoWriter(tmp / "enc.mp4", info, scale=scale, settings=EncodeSettings())
+    writer = VideoWriter(tmp / "enc.mp4", info, scale=scale, settings=settings or EncodeSettings())
     for f in big:
         writer.write_frame(f)
     writer.close()
-    return len(big) / (time.perf_counter() - start)
+    return len(big) / (time.perf_counter() - start), (tmp / "enc.mp4").stat().st_size
 
 
 def main() -> None:
@@ -123,6 +145,7 @@ def main() -> None:
     ap.add_argument("--model-seconds", type=float, default=4.0)
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device")
     ap.add_argument("--frames-dir", type=Path, default=VID4_GT)
+    ap.add_argument("--presets", nargs="*", default=[], help="x264 presets to compare at the largest size")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -130,36 +153,53 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS_BF16.items() if k in name), None)
     e2e_precision = resolve_precision(device, args.e2e_precision)
+    gemm = {p: gemm_tflops(device, p) for p in precisions}
     print(f"device {device} ({name}); torch {torch.__version__}, PyAV {av.__version__}, torch threads "
           f"{torch.get_num_threads()}, batch {args.batch_size}, tile {args.tile or 'off'}, encoder default "
-          f"(libx264 crf 18 preset medium), end-to-end precision {e2e_precision}, peak "
+          f"(libx264 crf 18 preset medium, threads auto), end-to-end precision {e2e_precision}; measured dense GEMM "
+          + ", ".join(f"{p} {v:.3f}" for p, v in gemm.items()) + " TFLOP/s; data-sheet peak "
           f"{f'{peak:g} TFLOP/s' if peak else 'unknown (pass --peak-tflops)'}")
-    header = ("| input | model " + " | model ".join(precisions) + " (fps) | TFLOP/s (best) | decode (fps) | encode 4x (fps) "
-              "| end to end (fps) | efficiency | bottleneck |")
+    header = ("| input | model " + " | model ".join(precisions) + f" (fps) | model {e2e_precision}, original graph (fps) "
+              "| TFLOP/s (best) | share of GEMM | decode (fps) | encode 4x (fps) | end to end (fps) | efficiency "
+              "| bottleneck |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     model = load(args.weights).model
+    largest: tuple[Path, list[Frame]] | None = None
+    tmp_root = Path(tempfile.mkdtemp(prefix="vsr-throughput-"))
     for size, n in zip(args.sizes, args.frames):
         w, h = map(int, size.split("x"))
         flops = flops_per_frame(model, h, w)
-        m = {p: model_fps(Upscaler(model, device=device, precision=p, tile=args.tile), h, w,
-                          1 if w * h > 300_000 and device.type == "cpu" else args.batch_size, args.model_seconds)
-             for p in precisions}
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
-            d_fps, frames = decode_fps(clip)
-            e_fps = encode_fps(clip, frames, 4, tmp)
-            up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
-            result = Engine(up, batch_size=args.batch_size).upscale_video(clip, tmp / "out.mp4")
+        m = {p: model_fps(Upscaler(model, device=device, precision=p, tile=args.tile), h, w, args.batch_size,
+                          args.model_seconds) for p in precisions}
+        unfused = model_fps(Upscaler(model, device=device, precision=e2e_precision, tile=args.tile, fuse=False), h, w,
+                            args.batch_size, args.model_seconds)
+        tmp = tmp_root / size
+        tmp.mkdir()
+        clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
+        d_fps, frames = decode_fps(clip)
+        e_fps, _ = encode_fps(clip, frames, 4, tmp)
+        up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
+        result = Engine(up, batch_size=args.batch_size).upscale_video(clip, tmp / "out.mp4")
+        largest = (clip, frames)
         stages = {"model": m[e2e_precision], "decode": d_fps, "encode": e_fps}
         slowest = min(stages, key=stages.get)
-        best = max(m.values())
-        tflops = best * flops / 1e12
-        share = f" ({100 * tflops / peak:.1f}% of peak)" if peak else ""
+        best = max(m, key=m.get)
+        tflops = m[best] * flops / 1e12
+        share = f" ({100 * tflops / peak:.1f}% of data-sheet peak)" if peak else ""
         print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px) | " + " | ".join(f"{m[p]:.2f}" for p in precisions)
-              + f" | {tflops:.3f}{share} | {d_fps:.1f} | {e_fps:.1f} | {result.fps:.2f} | "
-              f"{result.fps / stages[slowest]:.2f} | {slowest} |")
+              + f" | {unfused:.2f} | {tflops:.3f} ({best}){share} | {100 * tflops / gemm[best]:.0f}% | {d_fps:.1f} | "
+              f"{e_fps:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
+    if args.presets and largest:
+        clip, frames = largest
+        print(f"\nEncoder presets at {args.sizes[-1]} -> 4x ({len(frames)} frames, libx264 crf 18, encode only)\n")
+        print("| preset | encode (fps) | MB per frame |\n|---|---|---|")
+        for preset in args.presets:
+            tmp = tmp_root / f"preset-{preset}"
+            tmp.mkdir()
+            fps, size_bytes = encode_fps(clip, frames, 4, tmp, EncodeSettings(preset=preset))
+            print(f"| {preset} | {fps:.2f} | {size_bytes / len(frames) / 1e6:.2f} |")
+    shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 if __name__ == "__main__":
