@@ -9,6 +9,7 @@ import torch
 from clips import make_clip, probe
 from conftest import tiny_model
 
+from vsr.errors import VsrError
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
 
@@ -106,6 +107,19 @@ def test_memory_budget_splits_batches_and_tiles_big_frames():
     assert np.abs(per_frame.astype(int) - whole).max() <= 1  # 3 frames split into calls of one frame
     tiled = Upscaler(model, device=torch.device("cpu"), precision="fp32", max_pixels=900).upscale(frames)
     assert np.abs(tiled.astype(int) - whole).max() <= 1  # a frame above the budget is tiled (30 px tiles)
+
+
+def test_automatic_batch_size_follows_frame_size_and_device_budget(tmp_path: Path):
+    up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
+    auto = Engine(up)  # batch_size 0 = automatic
+    assert (auto.batch_for(144, 180), auto.batch_for(24, 32), auto.batch_for(540, 960)) == (2, 16, 1)
+    assert Engine(Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32", max_pixels=2000)).batch_for(24, 32) == 2
+    assert Engine(up, batch_size=3).batch_for(24, 32) == 3  # an explicit size wins
+    src = make_clip(tmp_path / "in.mp4", frames=20, width=32, height=24)
+    result = auto.upscale_video(src, tmp_path / "out.mp4")
+    assert result.batch_size == 16 and result.frames_in == result.frames_out == 20
+    with pytest.raises(VsrError, match="batch-size"):
+        Engine(up, batch_size=-1)
 
 
 def test_sixteen_bit_frames_round_trip_through_the_upscaler():

@@ -12,7 +12,7 @@ class UpscaleConfig:
     weights: str = "srresnet-mse"
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    batch_size: int = 4
+    batch_size: int = 0  # 0 = automatic from the frame size and the device (Upscaler.auto_batch)
     tile: int = 0  # 0 = whole frames
     tile_overlap: int = 16
     codec: str | None = None

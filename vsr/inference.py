@@ -21,6 +21,8 @@ _ACTIVATION_ELEMENTS_PER_INPUT_PIXEL = 3 * 64 * 16
 # On the CPU, a model call over more input pixels than this runs slower per pixel (its activations
 # leave the caches): 4 frames of 480x270 per call measured ~10% slower than 1 (benchmarks/RESULTS.md).
 CPU_CALL_PIXELS = 1 << 16
+# The most frames ``auto_batch`` puts in one batch: past this, GPUs gain little and latency grows.
+MAX_AUTO_BATCH = 16
 
 
 def default_max_pixels(device: torch.device, precision: str) -> int:
@@ -66,13 +68,20 @@ class Upscaler:
             y = self.model(x.contiguous(memory_format=torch.channels_last))
         return ((y.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
 
+    def call_pixels(self) -> int:
+        """Input pixels one model call may hold: the memory budget, and on the CPU the cache cap too."""
+        return self.max_pixels if self.device.type == "cuda" else min(self.max_pixels, CPU_CALL_PIXELS)
+
+    def auto_batch(self, height: int, width: int) -> int:
+        """Frames per batch for frames of this size: as many as one call may hold, 1 to ``MAX_AUTO_BATCH``."""
+        return max(1, min(MAX_AUTO_BATCH, self.call_pixels() // max(1, height * width)))
+
     @torch.inference_mode()
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (N, 3, H, W) float in [0, 1] on the device -> (N, 3, sH, sW) float in [0, 1]."""
         n, _, h, w = x.shape
         tile = self.tile or (0 if h * w <= self.max_pixels else int(math.isqrt(self.max_pixels)))
-        budget = self.max_pixels if self.device.type == "cuda" else min(self.max_pixels, CPU_CALL_PIXELS)
-        per_call = max(1, budget // (h * w))
+        per_call = max(1, self.call_pixels() // (h * w))
         if per_call >= n:
             return self._run_tiles(x, tile)
         return torch.cat([self._run_tiles(x[i : i + per_call], tile) for i in range(0, n, per_call)])

@@ -44,6 +44,7 @@ class Result:
     seconds: float = 0.0
     in_size: tuple[int, int] = (0, 0)
     out_size: tuple[int, int] = (0, 0)
+    batch_size: int = 0  # frames per model batch (videos)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -132,15 +133,19 @@ def _encode_worker(writer: VideoWriter, inq: queue.Queue, stop: threading.Event,
 class Engine:
     """Upscales videos, images and folders with one ``Upscaler``."""
 
-    def __init__(self, upscaler: Upscaler, *, batch_size: int = 4, settings: EncodeSettings | None = None,
+    def __init__(self, upscaler: Upscaler, *, batch_size: int = 0, settings: EncodeSettings | None = None,
                  skip_corrupt: bool = False, queue_frames: int | None = None) -> None:
-        if batch_size < 1:
-            raise VsrError(f"--batch-size must be at least 1, got {batch_size}")
+        if batch_size < 0:
+            raise VsrError(f"--batch-size must be at least 1 (or 0 = automatic), got {batch_size}")
         self.upscaler = upscaler
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # 0 = automatic, from the frame size (Upscaler.auto_batch)
         self.settings = settings or EncodeSettings()
         self.skip_corrupt = skip_corrupt
-        self.queue_frames = queue_frames or 2 * batch_size + 2
+        self.queue_frames = queue_frames
+
+    def batch_for(self, height: int, width: int) -> int:
+        """Frames per model batch for frames of this size."""
+        return self.batch_size or self.upscaler.auto_batch(height, width)
 
     def _infer(self, batch: list[Frame]) -> list[Frame]:
         """The batch's frames upscaled, timing and tags unchanged (a size change mid-stream starts a new call)."""
@@ -150,7 +155,8 @@ class Engine:
         """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch)."""
         batch: list[np.ndarray] = []
         for frame in frames:
-            if batch and (len(batch) >= self.batch_size or frame.shape != batch[0].shape or frame.dtype != batch[0].dtype):
+            if batch and (len(batch) >= self.batch_for(*batch[0].shape[:2]) or frame.shape != batch[0].shape
+                          or frame.dtype != batch[0].dtype):
                 yield from self.upscaler.upscale(np.stack(batch))
                 batch = []
             batch.append(frame)
@@ -172,8 +178,10 @@ class Engine:
         tmp = temp_path_for(dst)
         writer = None
         stop = threading.Event()
-        decoded: queue.Queue = queue.Queue(maxsize=self.queue_frames)
-        encoded: queue.Queue = queue.Queue(maxsize=self.queue_frames)
+        batch_size = self.batch_for(info.height, info.width)
+        result.batch_size = batch_size
+        decoded: queue.Queue = queue.Queue(maxsize=self.queue_frames or 2 * batch_size + 2)
+        encoded: queue.Queue = queue.Queue(maxsize=self.queue_frames or 2 * batch_size + 2)
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
         try:
@@ -197,7 +205,7 @@ class Engine:
                 elif not last:
                     if not _put(encoded, item, stop):
                         break
-                if batch and (last or len(batch) >= self.batch_size):
+                if batch and (last or len(batch) >= batch_size):
                     for f in self._infer(batch):
                         if not _put(encoded, f, stop):
                             break

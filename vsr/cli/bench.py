@@ -22,7 +22,7 @@ def bench(
     degradation: Annotated[str, typer.Option(help="bi (bicubic x4) or bd (Gaussian blur 1.6 + x4 subsampling).")] = "bi",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Frames per model batch (0 = auto: from the frame size and free memory).")] = 0,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     save_frames: Annotated[Optional[Path], typer.Option(help="Keep the upscaled frames as PNGs under this folder.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write an HTML report (tables, chart, comparison crops) here.")] = None,

@@ -35,7 +35,7 @@ def upscale(
     weights: Annotated[str, typer.Option(help="Shipped model name or path to a .pt weights file.")] = DEFAULT_WEIGHTS,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Frames per model batch (0 = auto: from the frame size and free memory).")] = 0,
     tile: Annotated[int, typer.Option(help="Tiles of this many input pixels (0 = auto: whole frames unless they exceed the memory budget).")] = 0,
     tile_overlap: Annotated[int, typer.Option(help="Context pixels around each tile (hides seams).")] = 16,
     codec: Annotated[Optional[str], typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9 (default: as input).")] = None,
