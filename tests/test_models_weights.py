@@ -56,8 +56,14 @@ def test_corrupt_and_foreign_files(tmp_path: Path):
         load(str(tmp_path / "absent.pt"))
 
 
-def test_default_weights_are_shipped_and_load():
-    spec = SHIPPED[DEFAULT_WEIGHTS]
+def test_default_weights_are_shipped():
+    assert DEFAULT_WEIGHTS in SHIPPED
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_weights_are_committed_and_load(name):
+    spec = SHIPPED[name]
     assert spec.path.is_file(), f"{spec.path} must be committed"
-    loaded = load(DEFAULT_WEIGHTS)
+    loaded = load(name)
     assert loaded.meta["arch"] == "srresnet" and loaded.scale == 4
+    assert loaded.meta["name"] == name

@@ -49,6 +49,12 @@ SHIPPED: dict[str, WeightsSpec] = {
             file="srresnet-mse.pt",
             recipe="SRResNet, MSE loss, Adam, 16x96x96 crops of BSDS500+Sun-Hays80, bicubic x4 LR (see MODEL_CARD.md)",
         ),
+        WeightsSpec(
+            name="srgan-perpix",
+            file="srgan-perpix.pt",
+            recipe="SRGAN generator fine-tuned from srresnet-mse with the Per-Pix loss (MSE + VGG54 + 1e-3 adversarial), "
+                   "compressed schedule (see MODEL_CARD.md)",
+        ),
     ]
 }
 DEFAULT_WEIGHTS = "srresnet-mse"
