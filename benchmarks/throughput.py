@@ -77,7 +77,7 @@ def flops_per_frame(model: torch.nn.Module, h: int, w: int) -> float:
 
 def gemm_tflops(device: torch.device, precision: str, seconds: float = 2.0) -> float:
     """Achieved TFLOP/s of a large dense matrix product: what this device really sustains."""
-    n = 4096 if device.type == "cuda" else 2048
+    n = 8192 if device.type == "cuda" else 2048
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[41, 12, 6], help="clip length per size")
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 bf16 (+ fp16 on GPUs)")
     ap.add_argument("--e2e-precision", default="auto")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=0, help="frames per batch; 0 = automatic, as vsr upscale")
     ap.add_argument("--tile", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS)
@@ -154,7 +154,7 @@ def main() -> None:
     e2e_precision = resolve_precision(device, args.e2e_precision)
     gemm = {p: gemm_tflops(device, p) for p in precisions}
     print(f"device {device} ({name}); torch {torch.__version__}, PyAV {av.__version__}, torch threads "
-          f"{torch.get_num_threads()}, batch {args.batch_size}, tile {args.tile or 'off'}, encoder default "
+          f"{torch.get_num_threads()}, batch {args.batch_size or 'auto (per size, in the first column)'}, tile {args.tile or 'off'}, encoder default "
           f"(libx264 crf 18 preset medium, threads auto), end-to-end precision {e2e_precision}; measured dense GEMM "
           + ", ".join(f"{p} {v:.3f}" for p, v in gemm.items()) + " TFLOP/s; data-sheet peak "
           f"{f'{peak:g} TFLOP/s' if peak else 'unknown (pass --peak-tflops)'}")
@@ -170,24 +170,25 @@ def main() -> None:
         for size, n in zip(args.sizes, args.frames):
             w, h = map(int, size.split("x"))
             flops = flops_per_frame(model, h, w)
-            m = {p: model_fps(Upscaler(model, device=device, precision=p, tile=args.tile), h, w, args.batch_size,
-                              args.model_seconds) for p in precisions}
+            ups = {p: Upscaler(model, device=device, precision=p, tile=args.tile) for p in precisions}
+            batch = args.batch_size or ups[e2e_precision].auto_batch(h, w)
+            m = {p: model_fps(up, h, w, batch, args.model_seconds) for p, up in ups.items()}
             unfused = model_fps(Upscaler(model, device=device, precision=e2e_precision, tile=args.tile, fuse=False), h, w,
-                                args.batch_size, args.model_seconds)
+                                batch, args.model_seconds)
             tmp = tmp_root / size
             tmp.mkdir()
             clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
             d_fps, frames = decode_fps(clip)
             e_fps, _ = encode_fps(clip, frames, 4, tmp)
             up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
-            result = Engine(up, batch_size=args.batch_size).upscale_video(clip, tmp / "out.mp4")
+            result = Engine(up, batch_size=batch).upscale_video(clip, tmp / "out.mp4")
             largest = (clip, frames)
             stages = {"model": m[e2e_precision], "decode": d_fps, "encode": e_fps}
             slowest = min(stages, key=stages.get)
             best = max(m, key=m.get)
             tflops = m[best] * flops / 1e12
             share = f" ({100 * tflops / peak:.1f}% of data-sheet peak)" if peak else ""
-            print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px) | " + " | ".join(f"{m[p]:.2f}" for p in precisions)
+            print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px, batch {batch}) | " + " | ".join(f"{m[p]:.2f}" for p in precisions)
                   + f" | {unfused:.2f} | {tflops:.3f} ({best}){share} | {100 * tflops / gemm[best]:.0f}% | {d_fps:.1f} | "
                   f"{e_fps:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
         if args.presets and largest:

@@ -47,3 +47,27 @@ def test_bicubic_reproduces_public_set5_lr(shared):
         scores.append(psnr(imresize(lr, 4.0), hr, crop_border=4))
     print(f"Set5 bicubic Y-PSNR {np.mean(scores):.3f} dB (published 28.42)")
     assert abs(np.mean(scores) - 28.42) <= 0.05
+
+
+def test_crop_sampler_is_seeded_and_covers_flips_and_rotations():
+    from vsr.data import CropSampler
+
+    img = torch.arange(3 * 20 * 24, dtype=torch.int64).remainder(251).to(torch.uint8).view(3, 20, 24)
+    sampler = CropSampler([img, img.flip(-1)], crop=8)
+    lr1, hr1 = sampler.sample(64, seed=5)
+    lr2, hr2 = sampler.sample(64, seed=5)
+    assert torch.equal(hr1, hr2) and torch.equal(lr1, lr2)
+    assert hr1.shape == (64, 3, 8, 8) and lr1.shape == (64, 3, 2, 2)
+    assert not torch.equal(hr1, sampler.sample(64, seed=6)[1])
+    # every crop is some flip/rotation of a window of one of the images
+    windows = {}
+    src = [img, img.flip(-1)]
+    for s in src:
+        for y in range(20 - 8 + 1):
+            for x in range(24 - 8 + 1):
+                w = s[:, y : y + 8, x : x + 8]
+                for k in range(8):
+                    t = torch.rot90(w.flip(-1) if k & 1 else w, k // 2, dims=(-2, -1))
+                    windows.setdefault(t.numpy().tobytes(), set()).add(k)
+    hr_u8 = ((hr1 + 1) * 127.5).round().to(torch.uint8)
+    assert all(c.numpy().tobytes() in windows for c in hr_u8)

@@ -157,3 +157,27 @@ def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["world_size"] == 2 and final["ranks_in_sync"] is True and final["step"] == 4
+
+
+def test_snapshots_are_kept_and_exported_by_step(tmp_path: Path):
+    run = train(_cfg(tmp_path, steps=4, keep_every=2), quiet=True)
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step0000002.pt", "step0000004.pt"]
+    last = load(str(export(run, tmp_path / "last.pt", name="last")))
+    at4 = load(str(export(run, tmp_path / "at4.pt", name="at4", step=4)))
+    at2 = load(str(export(run, tmp_path / "at2.pt", name="at2", step=2)))
+    assert at2.meta["steps"] == 2 and at4.meta["steps"] == 4
+    a, b, c = (m.model.state_dict() for m in (last, at4, at2))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(VsrError, match="no snapshot of step 3 .kept: 2, 4"):
+        export(run, tmp_path / "x.pt", name="x", step=3)
+
+
+def test_max_seconds_stops_with_a_checkpoint_that_resumes(tmp_path: Path):
+    run = train(_cfg(tmp_path, steps=1000, max_seconds=1e-9), quiet=True)
+    final = json.loads((run / "final.json").read_text())
+    assert final["stopped_early"] is True and final["step"] < 1000
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == final["step"]
+    resumed = train(resume_config(run, steps=final["step"] + 2), resume=True, quiet=True)
+    again = json.loads((resumed / "final.json").read_text())
+    assert again["step"] == final["step"] + 2 and again["stopped_early"] is False

@@ -48,9 +48,27 @@ class TrainConfig:
     precision: str = "auto"
     val_every: int = 1000
     ckpt_every: int = 500
+    keep_every: int = 0  # also keep the generator of every N-th step in snapshots/ (0 = never)
     log_every: int = 100
+    max_seconds: float = 0  # stop (with a checkpoint) after this much wall time; 0 = no limit
     compile: bool = False
     threads: int = 0  # 0 = torch default
+
+
+@dataclass
+class ServeConfig:
+    """Options of ``vsr serve`` (limits are per request)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    workdir: str = "vsr-serve"
+    max_upload_mb: float = 512.0
+    max_pixels: int = 2_000_000  # input pixels per image (H x W)
+    max_batch: int = 16  # instances per /v1/predict request
+    queue_length: int = 64  # pending batcher requests, and queued video jobs
+    batch_window_ms: float = 5.0  # how long the batcher waits for more requests
+    max_batch_frames: int = 8  # frames per device batch
 
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:

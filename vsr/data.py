@@ -82,23 +82,30 @@ class CropSampler:
         self.images = [img.to(self.device) for img in images] if self.device.type == "cuda" else images
 
     def sample(self, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch drawn from ``seed`` alone, so a resumed run sees exactly the crops it would have seen."""
+        """A batch drawn from ``seed`` alone, so a resumed run sees exactly the crops it would have seen.
+
+        All random numbers are drawn at once and the 8 flip/rotation cases are applied per group, so a
+        batch costs a handful of device operations whatever its size (no per-crop work on a GPU).
+        """
         gen = torch.Generator().manual_seed(seed)
-
-        def randint(high: int) -> int:
-            return int(torch.randint(high, (1,), generator=gen).item())
-
+        which = torch.randint(len(self.images), (batch,), generator=gen).tolist()
+        where = torch.rand(batch, 2, generator=gen, dtype=torch.float64).tolist()
+        case = torch.randint(8, (batch,), generator=gen)
         crops = []
-        for _ in range(batch):
-            img = self.images[randint(len(self.images))]
+        for i, (fy, fx) in zip(which, where):
+            img = self.images[i]
             h, w = img.shape[-2:]
-            y, x = randint(h - self.crop + 1), randint(w - self.crop + 1)
-            patch = img[:, y : y + self.crop, x : x + self.crop]
-            k = randint(8)
+            y, x = int(fy * (h - self.crop + 1)), int(fx * (w - self.crop + 1))
+            crops.append(img[:, y : y + self.crop, x : x + self.crop])
+        hr = torch.stack(crops)
+        for k in case.unique().tolist():
+            if k == 0:
+                continue
+            rows = (case == k).nonzero().flatten().to(hr.device)
+            group = hr.index_select(0, rows)
             if k & 1:
-                patch = patch.flip(-1)
-            patch = torch.rot90(patch, k // 2, dims=(-2, -1))
-            crops.append(patch)
-        hr = torch.stack(crops).to(self.device, non_blocking=True)
+                group = group.flip(-1)
+            hr.index_copy_(0, rows, torch.rot90(group, k // 2, dims=(-2, -1)))
+        hr = hr.to(self.device, non_blocking=True)
         lr = degrade_bicubic(hr, self.scale).float() / 255.0
         return lr, hr.float() / 127.5 - 1.0

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
-from vsr.bench import BenchResult
 from vsr.metrics import imresize
+
+if TYPE_CHECKING:  # the trainer draws pictures with this module and needs no video stack
+    from vsr.bench import BenchResult
 
 CROP = 120  # HR pixels shown per comparison panel
 COLOURS = ("#9e9e9e", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")

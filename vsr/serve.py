@@ -18,7 +18,6 @@ import time
 import uuid
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,10 @@ import torch
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from vsr.config import ServeConfig
 from vsr.errors import VsrError
 from vsr.pipeline import Engine
 from vsr.video import VideoReader
-
-
-@dataclass
-class ServeConfig:
-    """Options of ``vsr serve`` (limits are per request)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    workdir: str = "vsr-serve"
-    max_upload_mb: float = 512.0
-    max_pixels: int = 2_000_000  # input pixels per image (H x W)
-    max_batch: int = 16  # instances per /v1/predict request
-    queue_length: int = 64  # pending batcher requests, and queued video jobs
-    batch_window_ms: float = 5.0  # how long the batcher waits for more requests
-    max_batch_frames: int = 8  # frames per device batch
 
 
 class Busy(Exception):

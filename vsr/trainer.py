@@ -128,10 +128,12 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def resume_config(run_dir: str | Path, *, steps: int | None = None) -> TrainConfig:
-    """The config a run was started with (optionally with a new total number of steps)."""
+def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0) -> TrainConfig:
+    """The config a run was started with (optionally with a new total number of steps); a time limit
+    belongs to one invocation, so it is not inherited."""
     cfg = train_config_from_dict(load_checkpoint(run_dir)["config"])
     cfg.out = str(run_dir)
+    cfg.max_seconds = max_seconds
     if steps is not None:
         cfg.steps = steps
     return cfg
@@ -147,6 +149,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ddp, device = _init_distributed(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop and batch: pick the fastest conv kernels once
     precision = resolve_precision(device, cfg.precision)
     run_dir = Path(cfg.out)
     gan = uses_gan(cfg.loss)
@@ -167,8 +171,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         gen.load_state_dict(weights_io.load(cfg.init).model.state_dict())
     gen = gen.to(device).to(memory_format=torch.channels_last).train()
     disc = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train() if gan else None
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas)) if disc is not None else None
+    fused = device.type == "cuda"  # one kernel for the whole Adam update on GPUs
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+             if disc is not None else None)
     scaler_g = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = 0
@@ -216,13 +222,30 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         torch.save(state, tmp)
         tmp.replace(run_dir / "checkpoint.pt")
 
+    def keep_snapshot() -> None:
+        """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
+        if not ddp.main:
+            return
+        folder = run_dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"step{step:07d}.pt.tmp"
+        torch.save({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
+                   tmp)
+        tmp.replace(folder / f"step{step:07d}.pt")
+
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not ddp.main, desc=f"train {cfg.loss}", unit="step",
                dynamic_ncols=True)
     t0 = time.time()
-    running: dict[str, list[float]] = {}
+    running: dict[str, list[torch.Tensor]] = {}
     last_val = None
+    out_of_time = False
     try:
         while step < cfg.steps:
+            if cfg.max_seconds and step % cfg.log_every == 0 and _time_is_up(cfg.max_seconds, t0, ddp, device):
+                out_of_time = True
+                if ddp.main:
+                    bar.write(f"stopping at step {step}: --max-seconds {cfg.max_seconds:g} reached (resume to go on)")
+                break
             lr_now = _lr_at(cfg, step)
             for opt in (opt_g, opt_d):
                 for group in (opt.param_groups if opt is not None else []):
@@ -263,15 +286,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 terms["d_loss"] = d_loss
             terms["loss"] = total
             step += 1
-            for k, v in terms.items():
-                running.setdefault(k, []).append(float(v.detach()))
+            for k, v in terms.items():  # kept on the device: no host sync until the next log row
+                running.setdefault(k, []).append(v.detach().float())
             if ddp.main:
                 bar.update(1)
-                bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in running.items() if k in ("loss", "adv", "d_loss")})
             val_now = bool(cfg.val_every) and step % cfg.val_every == 0
             if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
-                row: dict[str, Any] = {k: f"{np.mean(v):.6g}" for k, v in running.items()}
-                mse = float(np.mean(running["pixel_mse"]))
+                means = {k: float(torch.stack(v).mean()) for k, v in running.items()}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k in ("loss", "adv", "d_loss")})
+                row: dict[str, Any] = {k: f"{v:.6g}" for k, v in means.items()}
+                mse = means["pixel_mse"]
                 row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr_now:.3g}",
                         "train_psnr": f"{10 * math.log10(4.0 / max(mse, 1e-12)):.3f}",
                         "seconds": f"{time.time() - t0:.1f}"}
@@ -291,6 +315,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 running = {}
             if step % cfg.ckpt_every == 0:
                 save_checkpoint()
+            if cfg.keep_every and step % cfg.keep_every == 0:
+                keep_snapshot()
     except KeyboardInterrupt:
         save_checkpoint()
         raise
@@ -304,7 +330,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     in_sync = _ranks_in_sync(gen, ddp)
     if ddp.main:
         (run_dir / "final.json").write_text(json.dumps(
-            {"step": step, "val_psnr": last_val, "world_size": ddp.world, "ranks_in_sync": in_sync,
+            {"step": step, "stopped_early": out_of_time, "val_psnr": last_val, "world_size": ddp.world, "ranks_in_sync": in_sync,
              "device": str(device), "precision": precision, "seconds": round(time.time() - t0, 1),
              "config": to_dict(cfg)}, indent=2))
     if ddp.world > 1:
@@ -328,6 +354,16 @@ def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor
     cv2.imwrite(str(run_dir / "grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
 
+def _time_is_up(limit: float, t0: float, ddp: Dist, device: torch.device) -> bool:
+    """Wall time of the loop past ``limit``; under DDP every rank takes rank-wise max, so all stop together."""
+    up = time.time() - t0 >= limit
+    if ddp.world > 1:
+        flag = torch.tensor([float(up)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        up = bool(flag.item())
+    return up
+
+
 def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     """All ranks hold the same generator (a checksum per rank, gathered)."""
     if ddp.world == 1:
@@ -338,9 +374,20 @@ def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = False, extra_meta: dict | None = None) -> Path:
-    """Write the inference-only generator of a run's checkpoint, with its config as metadata."""
-    ck = load_checkpoint(run_dir)
+def load_snapshot(run_dir: str | Path, step: int) -> dict[str, Any]:
+    """A generator kept by ``keep_every`` at ``step``."""
+    path = Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
+    if not path.is_file():
+        kept = sorted(p.stem.removeprefix("step").lstrip("0") or "0" for p in path.parent.glob("step*.pt"))
+        raise VsrError(f"{run_dir}: no snapshot of step {step} (kept: {', '.join(kept) or 'none; train with --keep-every N'})")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = False, step: int | None = None,
+           extra_meta: dict | None = None) -> Path:
+    """Write the inference-only generator of a run's checkpoint (or of its snapshot at ``step``), with its
+    config as metadata."""
+    ck = load_checkpoint(run_dir) if step is None else load_snapshot(run_dir, step)
     model = SRResNet()
     model.load_state_dict(ck["model"])
     meta = {"name": name, "arch": "srresnet", "arch_kwargs": {"num_blocks": 16, "channels": 64, "scale": 4},

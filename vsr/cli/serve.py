@@ -6,9 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from vsr.cli import register, setup_logging, user_errors
-from vsr.config import UpscaleConfig
-from vsr.pipeline import build_engine
-from vsr.serve import ServeConfig, create_app
+from vsr.config import ServeConfig, UpscaleConfig
 from vsr.weights import DEFAULT_WEIGHTS
 
 D = ServeConfig()
@@ -30,7 +28,10 @@ def serve(
     max_batch_frames: Annotated[int, typer.Option(help="Most frames in one device batch.")] = D.max_batch_frames,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict, /v1/images, /v1/jobs; docs at /docs."""
-    import uvicorn
+    import uvicorn  # the web stack is imported only by this command
+
+    from vsr.pipeline import build_engine
+    from vsr.serve import create_app
 
     setup_logging(False)
     cfg = ServeConfig(host=host, port=port, token=token, workdir=workdir, max_upload_mb=max_upload_mb,

@@ -42,6 +42,8 @@ def run(
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = DEFAULTS.precision,
     val_every: Annotated[int, typer.Option(help="Validate (and redraw curves and grid) every N steps.")] = DEFAULTS.val_every,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = DEFAULTS.ckpt_every,
+    keep_every: Annotated[int, typer.Option(help="Also keep the generator every N steps (RUN/snapshots/; export with --step).")] = DEFAULTS.keep_every,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop with a checkpoint after this many seconds of training (resume to go on).")] = None,
     log_every: Annotated[int, typer.Option(help="Write a log.csv row every N steps.")] = DEFAULTS.log_every,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its checkpoint (its config is reused).")] = None,
@@ -53,7 +55,7 @@ def run(
     setup_logging(quiet)
     with user_errors(on_interrupt=f"checkpoint saved in {resume or out}; continue with --resume {resume or out}"):
         if resume is not None:
-            cfg = resume_config(resume, steps=steps)
+            cfg = resume_config(resume, steps=steps, max_seconds=max_seconds or 0)
         else:
             if not data:
                 raise VsrError("give at least one --data folder of HR training images")
@@ -62,7 +64,8 @@ def run(
                               vgg_weights=str(vgg_weights), init=init, steps=steps or DEFAULTS.steps,
                               batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min,
                               betas=(beta1, beta2), seed=seed, device=device, precision=precision,
-                              val_every=val_every, ckpt_every=ckpt_every, log_every=log_every, compile=compile)
+                              val_every=val_every, ckpt_every=ckpt_every, keep_every=keep_every, log_every=log_every,
+                              max_seconds=max_seconds or 0, compile=compile)
         run_dir = run_training(cfg, resume=resume is not None, quiet=quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         typer.echo(f"run saved in {run_dir}")
@@ -74,9 +77,10 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write, e.g. weights/NAME.pt.")],
     name: Annotated[Optional[str], typer.Option(help="Model name stored in the metadata (default: file stem).")] = None,
     half: Annotated[bool, typer.Option(help="Store fp16 tensors (half the size).")] = False,
+    step: Annotated[Optional[int], typer.Option(help="Export the snapshot kept at this step instead of the last checkpoint.")] = None,
 ) -> None:
     """Write the inference-only generator of a run (config as metadata) for `vsr upscale --weights`."""
     setup_logging(False)
     with user_errors():
-        path = export_run(run_dir, output, name=name or output.stem, half=half)
+        path = export_run(run_dir, output, name=name or output.stem, half=half, step=step)
     typer.echo(f"wrote {path}")
