@@ -9,7 +9,9 @@ generated stereo AAC track), then measures in one run:
      achieves (FLOPs counted from the original model with torch's FlopCounterMode), its share of a
      measured dense GEMM of the same precision on this device, and of --peak-tflops (the data-sheet
      dense bf16 peak; known GPUs are filled in);
-  2. decode only (to RGB) and encode only (at the 4x output size, default codec settings);
+  2. decode only (to RGB) and encode only (at the 4x output size, default codec settings) of the
+     model's own output pictures, computed beforehand: x264's speed depends on the content, and
+     sharper SR pictures encode slower than bicubic ones (also measured, in their own column);
   3. end to end `Engine.upscale_video` on the clip (audio copied).
 Pipeline efficiency = end-to-end fps / min(model, decode, encode). Device, precision, batch, tile,
 threads, torch and PyAV versions are printed beside the table. ``--presets`` adds encode-only
@@ -18,6 +20,7 @@ figures for other x264 presets at the largest size (the speed/size trade-off of 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import tempfile
 import time
@@ -33,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vsr.device import resolve_device, resolve_precision
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
-from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter
+from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter, encoder_defaults
 from vsr.weights import DEFAULT_WEIGHTS, load
 
 VID4_GT = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "vid4" / "GT" / "foliage"
@@ -70,6 +73,7 @@ def make_clip(path: Path, size: tuple[int, int], frames: int, source: Path, fps:
 
 
 def flops_per_frame(model: torch.nn.Module, h: int, w: int) -> float:
+    model = copy.deepcopy(model).cpu()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, h, w))
     return float(counter.get_total_flops())
@@ -115,11 +119,23 @@ def decode_fps(clip: Path) -> tuple[float, list[Frame]]:
     return len(frames) / (time.perf_counter() - start), frames
 
 
-def encode_fps(clip: Path, frames: list[Frame], scale: int, tmp: Path,
+def upscaled(frames: list[Frame], images: list[np.ndarray]) -> list[Frame]:
+    """``frames`` with their pictures replaced by ``images`` (timing and colour kept)."""
+    return [Frame(index=f.index, image=img, pts=f.pts, time_base=f.time_base, rotation=f.rotation, colour=f.colour)
+            for f, img in zip(frames, images)]
+
+
+def model_outputs(up: Upscaler, frames: list[Frame], batch: int) -> list[np.ndarray]:
+    """The model's own 4x pictures of ``frames``: what the encoder really gets end to end."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(frames), batch):
+        out.extend(up.upscale(np.stack([f.image for f in frames[i : i + batch]])))
+    return out
+
+
+def encode_fps(clip: Path, big: list[Frame], scale: int, tmp: Path,
                settings: EncodeSettings | None = None) -> tuple[float, int]:
-    """Frames/s and output bytes of encoding ``frames`` upscaled ``scale`` x (bicubic, closer to real model output than nearest) with ``settings``."""
-    big = [Frame(index=f.index, image=cv2.resize(f.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC),
-                 pts=f.pts, time_base=f.time_base, rotation=f.rotation, colour=f.colour) for f in frames]
+    """Frames/s and output bytes of encoding the already ``scale``-x pictures ``big`` with ``settings``."""
     with VideoReader(clip) as reader:
         info = reader.info
     info.copy_streams = []
@@ -145,6 +161,9 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device")
     ap.add_argument("--frames-dir", type=Path, default=VID4_GT)
     ap.add_argument("--presets", nargs="*", default=[], help="x264 presets to compare at the largest size")
+    ap.add_argument("--compile", default=None, metavar="MODE",
+                    help="also time the fused model under torch.compile(mode=MODE), e.g. default, max-autotune, "
+                         "reduce-overhead (CUDA graphs); an extra model-only column")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -152,14 +171,18 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS_BF16.items() if k in name), None)
     e2e_precision = resolve_precision(device, args.e2e_precision)
+    encoding = EncodeSettings(encoder_bound=device.type == "cuda")  # the defaults of `vsr upscale` on this device
+    preset = encoder_defaults("libx264", encoder_bound=encoding.encoder_bound)[2]
     gemm = {p: gemm_tflops(device, p) for p in precisions}
     print(f"device {device} ({name}); torch {torch.__version__}, PyAV {av.__version__}, torch threads "
           f"{torch.get_num_threads()}, batch {args.batch_size or 'auto (per size, in the first column)'}, tile {args.tile or 'off'}, encoder default "
-          f"(libx264 crf 18 preset medium, threads auto), end-to-end precision {e2e_precision}; measured dense GEMM "
+          f"(libx264 crf 18 preset {preset}, threads auto), end-to-end precision {e2e_precision}; measured dense GEMM "
           + ", ".join(f"{p} {v:.3f}" for p, v in gemm.items()) + " TFLOP/s; data-sheet peak "
           f"{f'{peak:g} TFLOP/s' if peak else 'unknown (pass --peak-tflops)'}")
-    header = ("| input | model " + " | model ".join(precisions) + f" (fps) | model {e2e_precision}, original graph (fps) "
-              "| TFLOP/s (best) | share of GEMM | decode (fps) | encode 4x (fps) | end to end (fps) | efficiency "
+    columns = precisions + ([f"{e2e_precision} compiled ({args.compile})"] if args.compile else [])
+    header = ("| input | model " + " | model ".join(columns) + f" (fps) | model {e2e_precision}, original graph (fps) "
+              "| TFLOP/s (best) | share of GEMM | decode (fps) | encode 4x (fps) | encode 4x, bicubic pictures (fps) "
+              "| end to end (fps) | efficiency "
               "| bottleneck |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -175,31 +198,40 @@ def main() -> None:
             m = {p: model_fps(up, h, w, batch, args.model_seconds) for p, up in ups.items()}
             unfused = model_fps(Upscaler(model, device=device, precision=e2e_precision, tile=args.tile, fuse=False), h, w,
                                 batch, args.model_seconds)
+            if args.compile:
+                compiled = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
+                compiled.model = torch.compile(compiled.model, mode=args.compile, dynamic=False)
+                m[f"{e2e_precision} compiled"] = model_fps(compiled, h, w, batch, args.model_seconds)
             tmp = tmp_root / size
             tmp.mkdir()
             clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
             d_fps, frames = decode_fps(clip)
-            e_fps, _ = encode_fps(clip, frames, 4, tmp)
             up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
-            result = Engine(up, batch_size=batch).upscale_video(clip, tmp / "out.mp4")
-            largest = (clip, frames)
+            sr = upscaled(frames, model_outputs(up, frames, batch))
+            e_fps, _ = encode_fps(clip, sr, 4, tmp, encoding)
+            bicubic = upscaled(frames, [cv2.resize(f.image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC) for f in frames])
+            e_bicubic, _ = encode_fps(clip, bicubic, 4, tmp, encoding)
+            del bicubic
+            result = Engine(up, batch_size=batch, settings=encoding).upscale_video(clip, tmp / "out.mp4")
+            largest = (clip, sr)
             stages = {"model": m[e2e_precision], "decode": d_fps, "encode": e_fps}
             slowest = min(stages, key=stages.get)
             best = max(m, key=m.get)
             tflops = m[best] * flops / 1e12
             share = f" ({100 * tflops / peak:.1f}% of data-sheet peak)" if peak else ""
-            print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px, batch {batch}) | " + " | ".join(f"{m[p]:.2f}" for p in precisions)
-                  + f" | {unfused:.2f} | {tflops:.3f} ({best}){share} | {100 * tflops / gemm[best]:.0f}% | {d_fps:.1f} | "
-                  f"{e_fps:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
+            print(f"| {w}x{h} ({flops / (w * h) / 1e6:.2f} MFLOP/px, batch {batch}) | " + " | ".join(f"{v:.2f}" for v in m.values())
+                  + f" | {unfused:.2f} | {tflops:.3f} ({best}){share} | {100 * tflops / gemm[best.split()[0]]:.0f}% | {d_fps:.1f} | "
+                  f"{e_fps:.1f} | {e_bicubic:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
         if args.presets and largest:
             clip, frames = largest
-            print(f"\nEncoder presets at {args.sizes[-1]} -> 4x ({len(frames)} frames, libx264 crf 18, encode only)\n")
+            print(f"\nEncoder presets at {args.sizes[-1]} -> 4x ({len(frames)} model-output frames, libx264 crf 18, "
+                  "encode only)\n")
             print("| preset | encode (fps) | MB per frame |\n|---|---|---|")
-            for preset in args.presets:
-                tmp = tmp_root / f"preset-{preset}"
+            for name in args.presets:
+                tmp = tmp_root / f"preset-{name}"
                 tmp.mkdir()
-                fps, size_bytes = encode_fps(clip, frames, 4, tmp, EncodeSettings(preset=preset))
-                print(f"| {preset} | {fps:.2f} | {size_bytes / len(frames) / 1e6:.2f} |")
+                fps, size_bytes = encode_fps(clip, frames, 4, tmp, EncodeSettings(preset=name))
+                print(f"| {name} | {fps:.2f} | {size_bytes / len(frames) / 1e6:.2f} |")
 
 
 if __name__ == "__main__":

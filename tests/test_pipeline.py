@@ -146,3 +146,27 @@ def test_long_clip_memory_stays_bounded(tmp_path: Path):
     assert result.frames_out == 300
     frame_bytes = 128 * 96 * 3
     assert peak < 200 * frame_bytes, peak  # far less than the 300 upscaled frames
+
+
+def _x264_subme(path: Path) -> int:
+    """x264's motion-search level from the settings string it writes into the first packet."""
+    with av.open(str(path)) as c:
+        first = bytes(next(p for p in c.demux(video=0) if p.size))
+    settings = first[first.index(b"x264 - core"):]
+    return int(settings.split(b"subme=")[1].split(b" ")[0])
+
+
+def test_faster_x264_preset_only_where_the_encoder_is_the_bottleneck(tmp_path: Path):
+    from vsr.video import EncodeSettings, encoder_defaults
+
+    assert encoder_defaults("libx264") == (18, "preset", "medium")
+    assert encoder_defaults("libx264", encoder_bound=True) == (18, "preset", "veryfast")
+    assert encoder_defaults("libx265", encoder_bound=True) == encoder_defaults("libx265")
+    src = make_clip(tmp_path / "in.mp4", frames=3, width=32, height=24)
+    subme = {}
+    for bound in (False, True):
+        up = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32")
+        out = tmp_path / f"out_{bound}.mp4"
+        Engine(up, settings=EncodeSettings(encoder_bound=bound)).upscale_video(src, out)
+        subme[bound] = _x264_subme(out)
+    assert subme == {False: 7, True: 2}  # x264's medium and veryfast presets

@@ -5,6 +5,7 @@ floats in [0, 1] and returns [-1, 1], mapped back to [0, 1], clamped and rounded
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -59,7 +60,7 @@ class Upscaler:
         self.max_pixels = max_pixels or default_max_pixels(device, precision)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # frame sizes repeat: let cuDNN pick the fastest kernels
-        model = fuse_for_inference(model.eval()) if fuse else model
+        model = fuse_for_inference(model.eval()) if fuse else copy.deepcopy(model)  # never move the caller's
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     @torch.inference_mode()

@@ -321,5 +321,6 @@ def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
     loaded = weights_io.load(cfg.weights)
     upscaler = Upscaler(loaded.model, device=device, precision=precision, scale=loaded.scale, tile=cfg.tile,
                         tile_overlap=cfg.tile_overlap)
-    settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt)
+    settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
+                              encoder_bound=device.type == "cuda")
     return Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt), loaded, precision

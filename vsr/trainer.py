@@ -304,10 +304,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                     gen.train()
                     row["val_psnr"] = f"{last_val:.3f}"
                     bar.write(f"step {step}: validation Y-PSNR {last_val:.3f} dB")
-                    _write_pictures(run_dir, _unwrap(gen), val_images, device, precision)
-                    gen.train()
                 writer.writerow(row)
                 log.flush()
+                if row.get("val_psnr"):  # drawn after the row is in log.csv, so the curves include it
+                    _write_pictures(run_dir, _unwrap(gen), val_images, device, precision)
+                    gen.train()
                 if tb is not None:
                     for k in ("loss", "pixel_mse", "vgg", "adv", "d_loss", "train_psnr", "val_psnr"):
                         if row.get(k) not in (None, ""):

@@ -47,13 +47,14 @@ SHIPPED: dict[str, WeightsSpec] = {
         WeightsSpec(
             name="srresnet-mse",
             file="srresnet-mse.pt",
-            recipe="SRResNet, MSE loss, Adam, 16x96x96 crops of BSDS500+Sun-Hays80, bicubic x4 LR (see MODEL_CARD.md)",
+            recipe="SRResNet, MSE loss, Adam, BSDS500+Sun-Hays80 with bicubic x4 LR: 8k steps of 16x96x96 crops on a CPU, "
+                   "then 10.4k steps of 64x128x128 on an H200 (see MODEL_CARD.md)",
         ),
         WeightsSpec(
             name="srgan-perpix",
             file="srgan-perpix.pt",
             recipe="SRGAN generator fine-tuned from srresnet-mse with the Per-Pix loss (MSE + VGG54 + 1e-3 adversarial), "
-                   "compressed schedule (see MODEL_CARD.md)",
+                   "the recipe's schedule compressed; step 1425 on an H200, fp16 (see MODEL_CARD.md)",
         ),
     ]
 }

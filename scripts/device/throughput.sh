@@ -13,4 +13,4 @@ mkdir -p ../shared/datasets/vid4/GT && ln -sfn "$PWD/data/foliage" ../shared/dat
 timeout 180 python3 -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 8
 timeout 60 python3 -m vsr upscale samples/calendar.mp4 -o /tmp/calendar_x4.mp4 --overwrite 2>&1 | tail -n 3
 timeout 300 python3 benchmarks/throughput.py --device ${DEVICE:-cuda} --frames ${FRAMES:-400 200 60} --model-seconds ${MODEL_SECONDS:-2} \
-  --frames-dir data/foliage --presets ${PRESETS:-ultrafast veryfast} 2>&1 | tee "$OUT/throughput.md"
+  --frames-dir data/foliage --presets ${PRESETS:-ultrafast veryfast medium} ${EXTRA:-} 2>&1 | tee "$OUT/throughput.md"

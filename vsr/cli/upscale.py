@@ -40,7 +40,7 @@ def upscale(
     tile_overlap: Annotated[int, typer.Option(help="Context pixels around each tile (hides seams).")] = 16,
     codec: Annotated[Optional[str], typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9 (default: as input).")] = None,
     crf: Annotated[Optional[int], typer.Option(help="Quality (lower = better) (default: 18 x264, 20 x265, 30 vp9/av1).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Encoder speed preset (default: medium x264, fast x265).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Encoder speed preset (default: x264 medium, or veryfast on a GPU where the encoder is the bottleneck; x265 fast).")] = None,
     pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format (default: as input; 10-bit stays 10-bit).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     skip_corrupt: Annotated[bool, typer.Option(help="Skip corrupt video packets with a warning instead of stopping.")] = False,
