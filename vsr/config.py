@@ -50,7 +50,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_every: int = 0  # also keep the generator of every N-th step in snapshots/ (0 = never)
     log_every: int = 100
-    max_seconds: float = 0  # stop (with a checkpoint) after this much wall time; 0 = no limit
+    max_seconds: float = 0  # stop (with a checkpoint) after this much wall time, checked at log rows; 0 = no limit
     compile: bool = False
     threads: int = 0  # 0 = torch default
 

@@ -356,7 +356,7 @@ def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor
 
 
 def _time_is_up(limit: float, t0: float, ddp: Dist, device: torch.device) -> bool:
-    """Wall time of the loop past ``limit``; under DDP every rank takes rank-wise max, so all stop together."""
+    """Wall time of the loop past ``limit``; under DDP the ranks agree (max over ranks), so all stop at one step."""
     up = time.time() - t0 >= limit
     if ddp.world > 1:
         flag = torch.tensor([float(up)], device=device)
@@ -379,8 +379,9 @@ def load_snapshot(run_dir: str | Path, step: int) -> dict[str, Any]:
     """A generator kept by ``keep_every`` at ``step``."""
     path = Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
     if not path.is_file():
-        kept = sorted(p.stem.removeprefix("step").lstrip("0") or "0" for p in path.parent.glob("step*.pt"))
-        raise VsrError(f"{run_dir}: no snapshot of step {step} (kept: {', '.join(kept) or 'none; train with --keep-every N'})")
+        kept = sorted(int(p.stem.removeprefix("step")) for p in path.parent.glob("step*.pt"))
+        raise VsrError(f"{run_dir}: no snapshot of step {step} "
+                       f"(kept: {', '.join(map(str, kept)) or 'none; train with --keep-every N'})")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

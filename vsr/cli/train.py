@@ -43,7 +43,7 @@ def run(
     val_every: Annotated[int, typer.Option(help="Validate (and redraw curves and grid) every N steps.")] = DEFAULTS.val_every,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = DEFAULTS.ckpt_every,
     keep_every: Annotated[int, typer.Option(help="Also keep the generator every N steps (RUN/snapshots/; export with --step).")] = DEFAULTS.keep_every,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Stop with a checkpoint after this many seconds of training (resume to go on).")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop with a checkpoint after this many seconds of training, checked at log rows (resume to go on).")] = None,
     log_every: Annotated[int, typer.Option(help="Write a log.csv row every N steps.")] = DEFAULTS.log_every,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its checkpoint (its config is reused).")] = None,
