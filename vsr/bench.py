@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from vsr.data import list_images, mod_crop, read_image
+from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop, read_image
 from vsr.errors import DataError
 from vsr.metrics import imresize, psnr, ssim, to_chw_tensor
 from vsr.pipeline import Engine
@@ -127,20 +127,6 @@ def _single_channel(path: Path) -> bool:
     return img is not None and img.ndim == 2
 
 
-def gaussian_bd(hr: torch.Tensor, scale: int = 4, sigma: float = 1.6) -> torch.Tensor:
-    """BD degradation: 13x13 Gaussian (sigma 1.6, replicate padding), every ``scale``-th pixel, floor."""
-    r = 6
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    g = g / g.sum()
-    img = hr.to(torch.float64)[None]
-    img = torch.nn.functional.pad(img, (r, r, r, r), mode="replicate")
-    c = img.shape[1]
-    img = torch.nn.functional.conv2d(img, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    img = torch.nn.functional.conv2d(img, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return img[0, :, ::scale, ::scale].floor().clamp(0, 255).to(torch.uint8)
-
-
 def _pairs(item: Item, degradation: str, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i, hr_path in enumerate(item.hr_paths):
         hr = read_image(hr_path)
@@ -148,7 +134,7 @@ def _pairs(item: Item, degradation: str, scale: int) -> Iterator[tuple[np.ndarra
             yield read_image(item.lr_paths[i]), hr
             continue
         hr_t = mod_crop(to_chw_tensor(hr), scale)
-        lr_t = imresize(hr_t, 1.0 / scale) if degradation == "bi" else gaussian_bd(hr_t, scale)
+        lr_t = degrade_bicubic(hr_t, scale) if degradation == "bi" else degrade_gaussian(hr_t, scale)
         yield lr_t.permute(1, 2, 0).numpy(), hr_t.permute(1, 2, 0).numpy()
 
 

@@ -1,4 +1,4 @@
-"""Training and evaluation images: loading, random crops, flips/rotations and the bicubic x4 degradation."""
+"""Training and evaluation images: loading, random crops, flips/rotations, and the x4 degradations (bicubic BI, Gaussian BD)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -58,6 +58,20 @@ def load_images(paths: Sequence[Path], *, min_size: int = 0) -> list[torch.Tenso
 def degrade_bicubic(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:
     """HR uint8 (..., 3, H, W) -> LR uint8 by MATLAB-compatible bicubic 1/scale (H, W multiples of scale)."""
     return imresize(hr, 1.0 / scale)
+
+
+def degrade_gaussian(hr: torch.Tensor, scale: int = 4, sigma: float = 1.6) -> torch.Tensor:
+    """BD degradation: 13x13 Gaussian (sigma 1.6, replicate padding), every ``scale``-th pixel, floor."""
+    r = 6
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    img = hr.to(torch.float64)[None]
+    img = torch.nn.functional.pad(img, (r, r, r, r), mode="replicate")
+    c = img.shape[1]
+    img = torch.nn.functional.conv2d(img, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    img = torch.nn.functional.conv2d(img, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return img[0, :, ::scale, ::scale].floor().clamp(0, 255).to(torch.uint8)
 
 
 def mod_crop(img: torch.Tensor, multiple: int) -> torch.Tensor:
