@@ -125,14 +125,6 @@ def upscaled(frames: list[Frame], images: list[np.ndarray]) -> list[Frame]:
             for f, img in zip(frames, images)]
 
 
-def model_outputs(up: Upscaler, frames: list[Frame], batch: int) -> list[np.ndarray]:
-    """The model's own 4x pictures of ``frames``: what the encoder really gets end to end."""
-    out: list[np.ndarray] = []
-    for i in range(0, len(frames), batch):
-        out.extend(up.upscale(np.stack([f.image for f in frames[i : i + batch]])))
-    return out
-
-
 def encode_fps(clip: Path, big: list[Frame], scale: int, tmp: Path,
                settings: EncodeSettings | None = None) -> tuple[float, int]:
     """Frames/s and output bytes of encoding the already ``scale``-x pictures ``big`` with ``settings``."""
@@ -207,7 +199,8 @@ def main() -> None:
             clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
             d_fps, frames = decode_fps(clip)
             up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
-            sr = upscaled(frames, model_outputs(up, frames, batch))
+            # the model's own 4x pictures, batched as end to end: what the encoder really gets
+            sr = upscaled(frames, list(Engine(up, batch_size=batch).upscale_frames(f.image for f in frames)))
             e_fps, _ = encode_fps(clip, sr, 4, tmp, encoding)
             bicubic = upscaled(frames, [cv2.resize(f.image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC) for f in frames])
             e_bicubic, _ = encode_fps(clip, bicubic, 4, tmp, encoding)

@@ -180,8 +180,9 @@ class Engine:
         stop = threading.Event()
         batch_size = self.batch_for(info.height, info.width)
         result.batch_size = batch_size
-        decoded: queue.Queue = queue.Queue(maxsize=self.queue_frames or 2 * batch_size + 2)
-        encoded: queue.Queue = queue.Queue(maxsize=self.queue_frames or 2 * batch_size + 2)
+        depth = self.queue_frames or 2 * batch_size + 2
+        decoded: queue.Queue = queue.Queue(maxsize=depth)
+        encoded: queue.Queue = queue.Queue(maxsize=depth)
         errors: list[BaseException] = []
         threads: list[threading.Thread] = []
         try:
