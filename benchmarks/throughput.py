@@ -10,12 +10,15 @@ generated stereo AAC track), then measures in one run:
      measured dense GEMM of the same precision on this device, and of --peak-tflops (the data-sheet
      dense bf16 peak; known GPUs are filled in);
   2. decode only (to RGB) and encode only (at the 4x output size, default codec settings) of the
-     model's own output pictures, computed beforehand: x264's speed depends on the content, and
-     sharper SR pictures encode slower than bicubic ones (also measured, in their own column);
+     model's own output pictures, computed beforehand in the form the pipeline hands the encoder
+     (YUV 4:2:0 planes made on a GPU, RGB for swscale on a CPU): x264's speed depends on the
+     content, and sharper SR pictures encode slower than bicubic ones (also measured, in their own
+     column, as RGB);
   3. end to end `Engine.upscale_video` on the clip (audio copied).
 Pipeline efficiency = end-to-end fps / min(model, decode, encode). Device, precision, batch, tile,
 threads, torch and PyAV versions are printed beside the table. ``--presets`` adds encode-only
-figures for other x264 presets at the largest size (the speed/size trade-off of the encoder).
+figures for other x264 presets at the largest size (the speed/size trade-off of the encoder), from
+RGB pictures and from YUV 4:2:0 planes (what a GPU hands the encoder).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import copy
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.device import resolve_device, resolve_precision
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
@@ -119,10 +124,19 @@ def decode_fps(clip: Path) -> tuple[float, list[Frame]]:
     return len(frames) / (time.perf_counter() - start), frames
 
 
-def upscaled(frames: list[Frame], images: list[np.ndarray]) -> list[Frame]:
+def upscaled(frames: list[Frame], images: list[np.ndarray], pix_fmt: str | None = None) -> list[Frame]:
     """``frames`` with their pictures replaced by ``images`` (timing and colour kept)."""
-    return [Frame(index=f.index, image=img, pts=f.pts, time_base=f.time_base, rotation=f.rotation, colour=f.colour)
-            for f, img in zip(frames, images)]
+    return [replace(f, image=img, pix_fmt=pix_fmt) for f, img in zip(frames, images)]
+
+
+def as_planes(frames: list[Frame], device: torch.device) -> list[Frame]:
+    """RGB frames as the YUV 4:2:0 planes a GPU hands the encoder (``vsr.colour``, run on ``device``)."""
+    target = Yuv420.for_tags(frames[0].colour.colorspace, frames[0].colour.color_range) or Yuv420.for_tags(2, 0)
+    out = []
+    for f in frames:
+        x = torch.from_numpy(f.image).to(device).permute(2, 0, 1)[None].float() / 255
+        out.append(replace(f, image=rgb_to_yuv420p(x, target)[0].cpu().numpy(), pix_fmt="yuv420p"))
+    return out
 
 
 def encode_fps(clip: Path, big: list[Frame], scale: int, tmp: Path,
@@ -199,14 +213,19 @@ def main() -> None:
             clip = make_clip(tmp / "clip.mp4", (w, h), n, args.frames_dir)
             d_fps, frames = decode_fps(clip)
             up = Upscaler(model, device=device, precision=e2e_precision, tile=args.tile)
-            # the model's own 4x pictures, batched as end to end: what the encoder really gets
-            sr = upscaled(frames, list(Engine(up, batch_size=batch).upscale_frames(f.image for f in frames)))
+            # the model's own 4x pictures, batched and converted as end to end (YUV 4:2:0 made on a GPU, RGB
+            # for swscale on a CPU): what the encoder really gets. The clips are yuv420p H.264.
+            engine = Engine(up, batch_size=batch)
+            target = engine.output_target("yuv420p", frames[0])
+            sr = upscaled(frames, list(engine.upscale_frames((f.image for f in frames), yuv=target)),
+                          "yuv420p" if target else None)
             e_fps, _ = encode_fps(clip, sr, 4, tmp, encoding)
             bicubic = upscaled(frames, [cv2.resize(f.image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC) for f in frames])
             e_bicubic, _ = encode_fps(clip, bicubic, 4, tmp, encoding)
             del bicubic
             result = Engine(up, batch_size=batch, settings=encoding).upscale_video(clip, tmp / "out.mp4")
-            largest = (clip, sr)
+            if args.presets and size == args.sizes[-1]:
+                largest = (clip, sr if target is None else upscaled(frames, list(engine.upscale_frames(f.image for f in frames))))
             stages = {"model": m[e2e_precision], "decode": d_fps, "encode": e_fps}
             slowest = min(stages, key=stages.get)
             best = max(m, key=m.get)
@@ -217,14 +236,18 @@ def main() -> None:
                   f"{e_fps:.1f} | {e_bicubic:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
         if args.presets and largest:
             clip, frames = largest
+            planes = as_planes(frames, device)
             print(f"\nEncoder presets at {args.sizes[-1]} -> 4x ({len(frames)} model-output frames, libx264 crf 18, "
-                  "encode only)\n")
-            print("| preset | encode (fps) | MB per frame |\n|---|---|---|")
+                  "encode only; from RGB = swscale converts in the encoder thread, as on a CPU; from YUV planes = "
+                  "converted beforehand, as on a GPU)\n")
+            print("| preset | encode from RGB (fps) | encode from YUV planes (fps) | MB per frame |\n|---|---|---|---|")
             for name in args.presets:
-                tmp = tmp_root / f"preset-{name}"
-                tmp.mkdir()
-                fps, size_bytes = encode_fps(clip, frames, 4, tmp, EncodeSettings(preset=name))
-                print(f"| {name} | {fps:.2f} | {size_bytes / len(frames) / 1e6:.2f} |")
+                fps = {}
+                for form, pics in (("rgb", frames), ("yuv", planes)):
+                    tmp = tmp_root / f"preset-{name}-{form}"
+                    tmp.mkdir()
+                    fps[form], size_bytes = encode_fps(clip, pics, 4, tmp, EncodeSettings(preset=name))
+                print(f"| {name} | {fps['rgb']:.2f} | {fps['yuv']:.2f} | {size_bytes / len(frames) / 1e6:.2f} |")
 
 
 if __name__ == "__main__":

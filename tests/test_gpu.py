@@ -27,9 +27,24 @@ def test_cuda_matches_cpu(precision, tolerance):
     assert np.abs(got - ref).max() <= tolerance
 
 
+def test_yuv_planes_made_on_cuda_match_swscale_of_the_cpu_output():
+    import av
+
+    from vsr.colour import Yuv420
+    from vsr.video import _TO_YUV
+    frames = np.random.default_rng(1).integers(0, 256, (2, 20, 16, 3), dtype=np.uint8)
+    rgb = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32").upscale(frames)
+    planes = Upscaler(tiny_model(), device=torch.device("cuda"), precision="fp32").upscale(frames, yuv=Yuv420.for_tags(1, 1))
+    for got, pic in zip(planes, rgb):
+        ref = av.VideoFrame.from_ndarray(pic, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=1, src_color_range="JPEG", dst_color_range=1, interpolation=_TO_YUV).to_ndarray()
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 3
+
+
 def test_engine_on_cuda_keeps_every_frame(tmp_path: Path):
     src = make_clip(tmp_path / "in.mp4", frames=10, width=40, height=24)
     engine = Engine(Upscaler(tiny_model(), device=torch.device("cuda"), precision="bf16"), batch_size=4)
+    assert engine.device_colour  # the encoder gets YUV 4:2:0 planes made on the GPU
     result = engine.upscale_video(src, tmp_path / "out.mp4")
     assert result.frames_in == result.frames_out == probe(tmp_path / "out.mp4")["frames"] == 10
 

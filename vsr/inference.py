@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.device import autocast
 from vsr.models.fused import fuse_for_inference
 
@@ -104,15 +105,23 @@ class Upscaler:
         return out
 
     @torch.inference_mode()
-    def upscale(self, frames: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 or uint16 -> (N, sH, sW, 3) of the same dtype."""
+    def upscale(self, frames: np.ndarray, *, yuv: Yuv420 | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8 or uint16 -> (N, sH, sW, 3) of the same dtype.
+
+        With ``yuv`` (uint8 frames only), the 4x pictures are converted on the device and returned as
+        YUV 4:2:0 planes, (N, 3sH/2, sW) uint8 (``vsr.colour.rgb_to_yuv420p``).
+        """
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) frames, got shape {frames.shape}")
+        if yuv is not None and frames.dtype != np.uint8:
+            raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
         peak = 65535.0 if frames.dtype == np.uint16 else 255.0
         src = torch.from_numpy(frames.astype(np.int32) if frames.dtype == np.uint16 else frames)
         if self.device.type == "cuda":
             src = src.pin_memory()  # page-locked, so the copy below is asynchronous
         x = src.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
+        if yuv is not None:
+            return rgb_to_yuv420p(self.run(x), yuv).cpu().numpy()
         y = self.run(x).mul_(peak).round_().permute(0, 2, 3, 1)
         if frames.dtype == np.uint16:
             return y.to(torch.int32).cpu().numpy().astype(np.uint16)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from vsr import weights as weights_io
+from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
 from vsr.data import IMAGE_EXTENSIONS, read_image
 from vsr.device import resolve_device, resolve_precision
@@ -134,10 +135,13 @@ class Engine:
     """Upscales videos, images and folders with one ``Upscaler``."""
 
     def __init__(self, upscaler: Upscaler, *, batch_size: int = 0, settings: EncodeSettings | None = None,
-                 skip_corrupt: bool = False, queue_frames: int | None = None) -> None:
+                 skip_corrupt: bool = False, queue_frames: int | None = None, device_colour: bool | None = None) -> None:
         if batch_size < 0:
             raise VsrError(f"--batch-size must be at least 1 (or 0 = automatic), got {batch_size}")
         self.upscaler = upscaler
+        # Convert the 4x pictures to the encoder's YUV 4:2:0 on the model's device (None: on GPUs only;
+        # on a CPU the model is the slow stage and swscale, in the encoder thread, the cheaper converter).
+        self.device_colour = upscaler.device.type == "cuda" if device_colour is None else device_colour
         self.batch_size = batch_size  # 0 = automatic, from the frame size (Upscaler.auto_batch)
         self.settings = settings or EncodeSettings()
         self.skip_corrupt = skip_corrupt
@@ -147,21 +151,34 @@ class Engine:
         """Frames per model batch for frames of this size."""
         return self.batch_size or self.upscaler.auto_batch(height, width)
 
-    def _infer(self, batch: list[Frame]) -> list[Frame]:
-        """The batch's frames upscaled, timing and tags unchanged (a size change mid-stream starts a new call)."""
-        return [replace(f, image=up) for f, up in zip(batch, self.upscale_frames(f.image for f in batch))]
+    def output_target(self, encoder_pix_fmt: str, first: Frame) -> Yuv420 | None:
+        """The YUV 4:2:0 target the pictures are converted to on the device, or None (RGB to the encoder).
 
-    def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch)."""
+        Only for 8-bit ``yuv420p`` output in a colour matrix ``vsr.colour`` knows, taken from the first
+        frame's tags as the writer takes them.
+        """
+        if not self.device_colour or encoder_pix_fmt != "yuv420p" or first.image.dtype != np.uint8:
+            return None
+        return Yuv420.for_tags(first.colour.colorspace, first.colour.color_range)
+
+    def _infer(self, batch: list[Frame], target: Yuv420 | None) -> list[Frame]:
+        """The batch's frames upscaled, timing and tags unchanged; as ``target`` planes if one is given."""
+        pix_fmt = "yuv420p" if target else None
+        images = self.upscale_frames((f.image for f in batch), yuv=target)
+        return [replace(f, image=up, pix_fmt=pix_fmt) for f, up in zip(batch, images)]
+
+    def upscale_frames(self, frames: Iterable[np.ndarray], *, yuv: Yuv420 | None = None) -> Iterator[np.ndarray]:
+        """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch);
+        with ``yuv``, each comes back as YUV 4:2:0 planes (``Upscaler.upscale``)."""
         batch: list[np.ndarray] = []
         for frame in frames:
             if batch and (len(batch) >= self.batch_for(*batch[0].shape[:2]) or frame.shape != batch[0].shape
                           or frame.dtype != batch[0].dtype):
-                yield from self.upscaler.upscale(np.stack(batch))
+                yield from self.upscaler.upscale(np.stack(batch), yuv=yuv)
                 batch = []
             batch.append(frame)
         if batch:
-            yield from self.upscaler.upscale(np.stack(batch))
+            yield from self.upscaler.upscale(np.stack(batch), yuv=yuv)
 
     def upscale_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
                       progress: Progress | None = None, on_start: Callable[[Any], None] | None = None) -> Result:
@@ -195,6 +212,8 @@ class Engine:
             for t in threads:
                 t.start()
             batch: list[Frame] = []
+            target: Yuv420 | None = None
+            first_batch = True
             while True:
                 item = _get(decoded, stop)
                 if isinstance(item, _Failure):
@@ -207,7 +226,9 @@ class Engine:
                     if not _put(encoded, item, stop):
                         break
                 if batch and (last or len(batch) >= batch_size):
-                    for f in self._infer(batch):
+                    if first_batch:  # the first frame's tags say where the pictures become YUV (as the writer's)
+                        target, first_batch = self.output_target(writer.pix_fmt, batch[0]), False
+                    for f in self._infer(batch, target):
                         if not _put(encoded, f, stop):
                             break
                     batch = []

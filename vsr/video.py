@@ -69,7 +69,12 @@ class Colour:
 
 @dataclass
 class Frame:
-    """One decoded video frame: RGB pixels (H, W, 3; uint8, or uint16 for >8-bit sources) and timing."""
+    """One video frame: its pixels and timing.
+
+    ``image`` is RGB (H, W, 3; uint8, or uint16 for >8-bit sources) when ``pix_fmt`` is None; with
+    ``pix_fmt="yuv420p"`` it is 8-bit YUV 4:2:0 planes laid out as PyAV's (3H/2, W) arrays, already
+    in the writer's colour matrix and range (made on the GPU, ``vsr.colour``).
+    """
 
     index: int
     image: np.ndarray
@@ -77,6 +82,7 @@ class Frame:
     time_base: Fraction
     rotation: int = 0
     colour: Colour = field(default_factory=Colour)
+    pix_fmt: str | None = None
 
 
 @dataclass
@@ -388,11 +394,16 @@ class VideoWriter:
         """Encode one upscaled frame with its original timestamp."""
         if not self.started:
             self._start(frame)
-        fmt = "rgb48le" if frame.image.dtype == np.uint16 else "rgb24"
-        vf = av.VideoFrame.from_ndarray(frame.image, format=fmt)
         c = self.colour
-        vf = vf.reformat(format=self.pix_fmt, dst_colorspace=c.colorspace if c.colorspace != 2 else None,
-                         src_color_range="JPEG", dst_color_range=c.color_range or None, interpolation=_TO_YUV)
+        if frame.pix_fmt is None:  # RGB: swscale converts it to the output's format, matrix and range
+            fmt = "rgb48le" if frame.image.dtype == np.uint16 else "rgb24"
+            vf = av.VideoFrame.from_ndarray(frame.image, format=fmt)
+            vf = vf.reformat(format=self.pix_fmt, dst_colorspace=c.colorspace if c.colorspace != 2 else None,
+                             src_color_range="JPEG", dst_color_range=c.color_range or None, interpolation=_TO_YUV)
+        elif frame.pix_fmt == self.pix_fmt:  # converted before it came here
+            vf = av.VideoFrame.from_ndarray(frame.image, format=frame.pix_fmt)
+        else:
+            raise ValueError(f"frame {frame.index} is {frame.pix_fmt}, the encoder takes {self.pix_fmt} or RGB")
         vf.color_range = c.color_range
         pts = frame.pts
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
