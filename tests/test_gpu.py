@@ -6,14 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from clips import make_clip, probe
 from conftest import tiny_model
 
+from vsr.colour import Yuv420
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
+from vsr.video import _TO_YUV
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +31,6 @@ def test_cuda_matches_cpu(precision, tolerance):
 
 
 def test_yuv_planes_made_on_cuda_match_swscale_of_the_cpu_output():
-    import av
-
-    from vsr.colour import Yuv420
-    from vsr.video import _TO_YUV
     frames = np.random.default_rng(1).integers(0, 256, (2, 20, 16, 3), dtype=np.uint8)
     rgb = Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32").upscale(frames)
     planes = Upscaler(tiny_model(), device=torch.device("cuda"), precision="fp32").upscale(frames, yuv=Yuv420.for_tags(1, 1))

@@ -73,7 +73,7 @@ class Frame:
 
     ``image`` is RGB (H, W, 3; uint8, or uint16 for >8-bit sources) when ``pix_fmt`` is None; with
     ``pix_fmt="yuv420p"`` it is 8-bit YUV 4:2:0 planes laid out as PyAV's (3H/2, W) arrays, already
-    in the writer's colour matrix and range (made on the GPU, ``vsr.colour``).
+    in the writer's colour matrix and range (made on the model's device, ``vsr.colour``).
     """
 
     index: int
