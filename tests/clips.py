@@ -7,6 +7,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vsr.video import _TO_YUV
+
 
 def frame_image(i: int, width: int, height: int, *, dtype: type = np.uint8) -> np.ndarray:
     """A smooth moving colour pattern (compresses well, survives YUV round trips)."""
@@ -74,6 +76,13 @@ def make_clip(path: Path, *, frames: int = 12, width: int = 32, height: int = 24
             pkt.time_base = Fraction(1, 1000)
             out.mux(pkt)
     return path
+
+
+def swscale_yuv420p(img: np.ndarray, colorspace: int, color_range: int) -> np.ndarray:
+    """An RGB uint8 picture as the writer's swscale makes it yuv420p (PyAV's (3H/2, W) layout)."""
+    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+    return vf.reformat(format="yuv420p", dst_colorspace=colorspace if colorspace != 2 else None,
+                       src_color_range="JPEG", dst_color_range=color_range or None, interpolation=_TO_YUV).to_ndarray()
 
 
 def probe(path: Path) -> dict:

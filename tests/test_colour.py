@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clips import frame_image, make_clip, probe
+from clips import frame_image, make_clip, probe, swscale_yuv420p
 from conftest import tiny_model
 
 from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
-from vsr.video import _TO_YUV, VideoReader
+from vsr.video import VideoReader
 
 
 def _picture(h: int = 48, w: int = 64) -> np.ndarray:
@@ -24,22 +24,16 @@ def _picture(h: int = 48, w: int = 64) -> np.ndarray:
     return (x.clip(0, 1) * 255).round().astype(np.uint8)
 
 
-def _swscale(img: np.ndarray, colorspace: int, color_range: int) -> np.ndarray:
-    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-    return vf.reformat(format="yuv420p", dst_colorspace=colorspace if colorspace != 2 else None,
-                       src_color_range="JPEG", dst_color_range=color_range or None, interpolation=_TO_YUV).to_ndarray()
-
-
 @pytest.mark.parametrize("colorspace,color_range,chroma_bias", [
     (2, 0, 0.0),  # untagged: BT.601, limited
     (1, 1, 0.0),  # BT.709 limited
     (9, 1, 0.0),  # BT.2020
     (1, 2, 0.5),  # BT.709 full range (swscale rounds chroma half a level lower there)
 ])
-def test_matches_swscale(colorspace, color_range, chroma_bias):
+def test_matchesswscale_yuv420p(colorspace, color_range, chroma_bias):
     img = _picture()
     h, w = img.shape[:2]
-    ref = _swscale(img, colorspace, color_range).astype(int)
+    ref = swscale_yuv420p(img, colorspace, color_range).astype(int)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
     got = rgb_to_yuv420p(x, Yuv420.for_tags(colorspace, color_range))[0].numpy().astype(int)
     assert got.shape == ref.shape == (h * 3 // 2, w)
@@ -52,7 +46,7 @@ def test_matches_swscale(colorspace, color_range, chroma_bias):
         assert np.abs(other[h:] - ref[h:]).max() > 2
 
 
-def test_unknown_matrices_are_left_to_swscale():
+def test_unknown_matrices_are_left_toswscale_yuv420p():
     assert Yuv420.for_tags(0, 1) is None  # RGB/GBR "matrix"
     assert Yuv420.for_tags(8, 1) is None  # YCgCo
     assert Yuv420.for_tags(5, 2) == Yuv420(0.299, 0.114, True)
@@ -65,7 +59,7 @@ def test_upscaler_returns_planes_of_its_rgb_output():
     planes = up.upscale(frames, yuv=Yuv420.for_tags(1, 1))
     assert planes.shape == (3, 56 * 3 // 2, 80) and planes.dtype == np.uint8
     for i in range(3):  # the same picture: swscale's conversion of the RGB output agrees within a level or two
-        assert np.abs(planes[i].astype(int) - _swscale(rgb[i], 1, 1).astype(int)).max() <= 2
+        assert np.abs(planes[i].astype(int) - swscale_yuv420p(rgb[i], 1, 1).astype(int)).max() <= 2
     with pytest.raises(ValueError, match="8-bit"):
         up.upscale(frames.astype(np.uint16), yuv=Yuv420.for_tags(1, 1))
 

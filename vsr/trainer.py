@@ -218,20 +218,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         if disc is not None:
             state |= {"discriminator": _unwrap(disc).state_dict(), "optimizer_d": opt_d.state_dict(),
                       "scaler_d": scaler_d.state_dict()}
-        tmp = run_dir / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(run_dir / "checkpoint.pt")
+        _save_atomic(state, run_dir / "checkpoint.pt")
 
     def keep_snapshot() -> None:
         """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
         if not ddp.main:
             return
-        folder = run_dir / "snapshots"
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f"step{step:07d}.pt.tmp"
-        torch.save({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
-                   tmp)
-        tmp.replace(folder / f"step{step:07d}.pt")
+        path = _snapshot_path(run_dir, step)
+        path.parent.mkdir(exist_ok=True)
+        _save_atomic({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
+                     path)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not ddp.main, desc=f"train {cfg.loss}", unit="step",
                dynamic_ncols=True)
@@ -375,9 +371,20 @@ def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def _save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file beside ``path``: an interrupted save never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _snapshot_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
+
+
 def load_snapshot(run_dir: str | Path, step: int) -> dict[str, Any]:
     """A generator kept by ``keep_every`` at ``step``."""
-    path = Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
+    path = _snapshot_path(run_dir, step)
     if not path.is_file():
         kept = sorted(int(p.stem.removeprefix("step")) for p in path.parent.glob("step*.pt"))
         raise VsrError(f"{run_dir}: no snapshot of step {step} "
