@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from vsr import weights as weights_io
+from vsr.atomic import temp_path_for
 from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
 from vsr.data import IMAGE_EXTENSIONS, read_image
@@ -58,11 +59,6 @@ class _Failure:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
-
-
-def temp_path_for(target: Path) -> Path:
-    """A hidden temporary file beside ``target`` with the same extension (so the format is the same)."""
-    return target.with_name(f".{target.stem}.vsr-tmp-{os.getpid()}{target.suffix}")
 
 
 def check_output(src: Path, dst: Path, *, overwrite: bool) -> None:
