@@ -4,6 +4,11 @@ Protocol (stated in every report): PSNR/SSIM on the Y channel of BT.601 (MATLAB 
 plus RGB PSNR; image sets crop 4 border pixels, Vid4 crops none and averages the per-clip means;
 LR inputs are the shipped MATLAB-bicubic x4 files (``bi``) or Gaussian-blur sigma 1.6 + x4 subsampling
 (``bd``, Vid4's shipped BDx4 frames); greyscale ground truth is scored on its one channel.
+A codec condition (``h264:crf=28``, ``jpeg:q=40``, ... see :mod:`vsr.degrade`) puts that LR through the
+codec, deterministically: a video set's clip as one stream (inter-frame coding, like a real file), an
+image set's images one by one; bicubic is scored on the same degraded LR. Video sets also get a
+flicker figure: the RMS, in Y levels, of the error of the frame-to-frame change, SR(t) - SR(t-1)
+against GT(t) - GT(t-1) (0 = the output changes over time exactly as the ground truth does).
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ import cv2
 import numpy as np
 import torch
 
+from vsr.degrade import Condition, parse_condition
 from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop, read_image
 from vsr.errors import DataError
-from vsr.metrics import imresize, psnr, ssim, to_chw_tensor
+from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
 from vsr.pipeline import Engine
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -48,6 +54,8 @@ class Row:
     bicubic_psnr_y: float
     bicubic_ssim_y: float
     seconds: float
+    flicker: float | None = None  # video sets: RMS error of the frame-to-frame Y change (levels); lower is better
+    bicubic_flicker: float | None = None
 
     @property
     def gain(self) -> float:
@@ -61,6 +69,7 @@ class BenchResult:
     degradation: str
     crop_border: int
     protocol: str
+    lr_made_by: str = ""
     device: str = ""
     precision: str = ""
     rows: list[Row] = field(default_factory=list)
@@ -70,7 +79,10 @@ class BenchResult:
     def average(self) -> Row:
         """Mean over clips/images (Vid4: mean of per-clip means, as published tables do)."""
         keys = ("psnr_y", "ssim_y", "psnr_rgb", "bicubic_psnr_y", "bicubic_ssim_y")
-        means = {k: float(np.mean([getattr(r, k) for r in self.rows])) for k in keys}
+        means: dict = {k: float(np.mean([getattr(r, k) for r in self.rows])) for k in keys}
+        for k in ("flicker", "bicubic_flicker"):
+            vals = [getattr(r, k) for r in self.rows]
+            means[k] = float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
         return Row(name="average", frames=sum(r.frames for r in self.rows), seconds=sum(r.seconds for r in self.rows), **means)
 
     @property
@@ -81,7 +93,8 @@ class BenchResult:
     def to_dict(self) -> dict:
         avg = self.average()
         return {"dataset": self.dataset, "weights": self.weights, "degradation": self.degradation,
-                "crop_border": self.crop_border, "protocol": self.protocol, "fps": self.fps,
+                "crop_border": self.crop_border, "protocol": self.protocol, "lr_made_by": self.lr_made_by,
+                "fps": self.fps,
                 "device": self.device, "precision": self.precision,
                 "rows": [asdict(r) | {"gain": r.gain} for r in self.rows], "average": asdict(avg) | {"gain": avg.gain}}
 
@@ -94,7 +107,8 @@ def _frames(dirpath: Path) -> list[Path]:
 
 
 def discover(dataset: str, data: Path | None, degradation: str) -> tuple[list[Item], int]:
-    """The items of a dataset and its border crop; ``dataset`` is vid4, set5, set14 or a folder path."""
+    """The items of a dataset and its border crop; ``dataset`` is vid4, set5, set14 or a folder path;
+    ``degradation`` is the LR base, bi or bd."""
     if degradation not in ("bi", "bd"):
         raise DataError(f"--degradation {degradation!r}: choose bi or bd")
     if dataset == "vid4":
@@ -150,53 +164,107 @@ def _score(sr: np.ndarray, hr: np.ndarray, crop: int, grey: bool) -> tuple[float
             psnr(a, b, crop_border=crop, y_channel=False))
 
 
-def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = None, degradation: str = "bi",
+def flicker(frames: list[np.ndarray], gt: list[np.ndarray]) -> float | None:
+    """RMS (Y levels, 0-255) of (X(t) - X(t-1)) - (GT(t) - GT(t-1)) over a clip; None for fewer than 2 frames."""
+    if len(frames) < 2:
+        return None
+    y = [rgb_to_y(to_chw_tensor(f).to(torch.float64)) for f in frames]
+    g = [rgb_to_y(to_chw_tensor(f).to(torch.float64)) for f in gt]
+    err = [((y[t] - y[t - 1]) - (g[t] - g[t - 1])).pow(2).mean() for t in range(1, len(y))]
+    return float(torch.stack(err).mean().sqrt())
+
+
+def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = None, degradation: str | Condition = "bi",
         save_frames: Path | None = None) -> BenchResult:
     """Upscale every clip/image with ``engine`` (frames fed as a sequence) and score it against the ground truth."""
-    items, crop = discover(dataset, data, degradation)
+    cond = parse_condition(degradation) if isinstance(degradation, str) else degradation
+    items, crop = discover(dataset, data, cond.base)
     scale = engine.upscaler.scale
+    video = dataset == "vid4"
     protocol = (f"Y = BT.601 luma (MATLAB rgb2ycbcr, 16-235); crop {crop} px border; "
-                f"{'mean of per-clip means' if dataset == 'vid4' else 'mean over images'}; "
-                f"LR: {'MATLAB bicubic x1/4' if degradation == 'bi' else 'Gaussian sigma 1.6 + x4 subsampling'}; "
-                "greyscale GT scored on its one channel")
-    result = BenchResult(dataset=dataset, weights=weights_name, degradation=degradation, crop_border=crop,
-                         protocol=protocol, device=str(engine.upscaler.device), precision=engine.upscaler.precision)
+                f"{'mean of per-clip means' if video else 'mean over images'}; "
+                "greyscale GT scored on its one channel"
+                + ("; flicker = RMS of the frame-difference error on Y (levels)" if video else ""))
+    lr_made_by = cond.describe() + (" (codec over each whole clip)" if video and cond.steps else
+                                    " (codec per image)" if cond.steps else "")
+    result = BenchResult(dataset=dataset, weights=weights_name, degradation=cond.label, crop_border=crop,
+                         protocol=protocol, lr_made_by=lr_made_by, device=str(engine.upscaler.device),
+                         precision=engine.upscaler.precision)
     for item in items:
-        pairs = list(_pairs(item, degradation, scale))
+        pairs = list(_pairs(item, cond.base, scale))
+        if cond.steps:
+            lrs = cond.apply([lr for lr, _ in pairs]) if video else [cond.apply([lr])[0] for lr, _ in pairs]
+            pairs = [(lr, hr) for lr, (_, hr) in zip(lrs, pairs)]
         start = time.perf_counter()
         outputs = list(engine.upscale_frames(lr for lr, _ in pairs))
         seconds = time.perf_counter() - start
-        scores, bic = [], []
+        scores, bic, bic_frames = [], [], []
         for k, ((lr, hr), sr) in enumerate(zip(pairs, outputs)):
             if sr.shape != hr.shape:
                 raise DataError(f"{item.name}: output {sr.shape} does not match ground truth {hr.shape}")
             scores.append(_score(sr, hr, crop, item.grey))
             up = imresize(to_chw_tensor(lr), float(scale)).permute(1, 2, 0).numpy()
             bic.append(_score(up, hr, crop, item.grey)[:2])
+            if video:
+                bic_frames.append(up)
             if save_frames is not None:
                 out_dir = save_frames / dataset.replace("/", "_") / item.name
+                if cond.label != "bi":  # one folder per condition, so repeated --degradation never overwrite
+                    out_dir = out_dir.parent / cond.label.replace(":", "_").replace(",", "_") / item.name
                 out_dir.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out_dir / f"{k:08d}.png"), cv2.cvtColor(sr, cv2.COLOR_RGB2BGR))
         mid = len(pairs) // 2
         result.samples[item.name] = (pairs[mid][0], outputs[mid], pairs[mid][1])
         s, b = np.array(scores), np.array(bic)
+        gts = [hr for _, hr in pairs]
         result.rows.append(Row(name=item.name, frames=len(pairs), psnr_y=float(s[:, 0].mean()),
                                ssim_y=float(s[:, 1].mean()), psnr_rgb=float(s[:, 2].mean()),
                                bicubic_psnr_y=float(b[:, 0].mean()), bicubic_ssim_y=float(b[:, 1].mean()),
-                               seconds=seconds))
+                               seconds=seconds, flicker=flicker(outputs, gts) if video else None,
+                               bicubic_flicker=flicker(bic_frames, gts) if video else None))
     return result
 
 
 def format_table(result: BenchResult) -> str:
-    """A Markdown table of the per-item rows and the average, with the protocol underneath."""
-    lines = [f"{result.dataset} x4 ({result.degradation.upper()}), weights {result.weights}",
-             "| item | frames | PSNR-Y | SSIM-Y | PSNR-RGB | bicubic PSNR-Y | bicubic SSIM-Y | gain (dB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """A Markdown table of the per-item rows and the average, with the protocol and the LR's making underneath."""
+    video = any(r.flicker is not None for r in result.rows)
+    head = "| item | frames | PSNR-Y | SSIM-Y | PSNR-RGB | bicubic PSNR-Y | bicubic SSIM-Y | gain (dB) |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if video:
+        head += " flicker | bicubic flicker |"
+        rule += "---|---|"
+    lines = [f"{result.dataset} x4 ({result.degradation.upper()}), weights {result.weights}", head, rule]
     for r in [*result.rows, result.average()]:
         name = f"**{r.name}**" if r.name == "average" else r.name
-        lines.append(f"| {name} | {r.frames} | {r.psnr_y:.2f} | {r.ssim_y:.4f} | {r.psnr_rgb:.2f} | "
-                     f"{r.bicubic_psnr_y:.2f} | {r.bicubic_ssim_y:.4f} | {r.gain:+.2f} |")
+        line = (f"| {name} | {r.frames} | {r.psnr_y:.2f} | {r.ssim_y:.4f} | {r.psnr_rgb:.2f} | "
+                f"{r.bicubic_psnr_y:.2f} | {r.bicubic_ssim_y:.4f} | {r.gain:+.2f} |")
+        if video:
+            line += f" {r.flicker:.2f} | {r.bicubic_flicker:.2f} |"
+        lines.append(line)
     lines.append(f"protocol: {result.protocol}")
+    if result.lr_made_by:
+        lines.append(f"LR: {result.lr_made_by}")
     lines.append(f"speed: {result.fps:.2f} frames/s (model incl. transfers; device {result.device}, "
                  f"precision {result.precision})")
+    return "\n".join(lines)
+
+
+def format_summary(results: list[BenchResult]) -> str:
+    """One row per model (and bicubic) with the average PSNR-Y under each condition, and their mean."""
+    conditions = list(dict.fromkeys(r.degradation for r in results))
+    models = list(dict.fromkeys(r.weights for r in results))
+    by = {(r.weights, r.degradation): r.average() for r in results}
+    lines = [f"summary: {results[0].dataset} average PSNR-Y (dB) per condition",
+             "| model | " + " | ".join(conditions) + " | mean |", "|---|" + "---|" * (len(conditions) + 1)]
+
+    def row(name: str, vals: list[float | None]) -> str:
+        cells = [f"{v:.2f}" if v is not None else "-" for v in vals]
+        known = [v for v in vals if v is not None]
+        mean = f"{np.mean(known):.2f}" if len(known) == len(vals) else "-"
+        return f"| {name} | " + " | ".join(cells) + f" | {mean} |"
+
+    first = {c: next(r for r in results if r.degradation == c).average() for c in conditions}
+    lines.append(row("bicubic", [first[c].bicubic_psnr_y for c in conditions]))
+    for m in models:
+        lines.append(row(m, [by[(m, c)].psnr_y if (m, c) in by else None for c in conditions]))
     return "\n".join(lines)

@@ -37,6 +37,8 @@ class TrainConfig:
     perpix_schedule: str = "15000:10:1,20000:10:10,35000:1:10"  # until-step:w_mse:w_vgg,...
     vgg_weights: str = "../shared/weights/vgg19_features_conv54_fp16.pt"
     init: str | None = None  # generator weights to start from (e.g. an MSE model for the GAN phase)
+    degradation: str = "bi"  # how LR is made: bi | bd | real | real-heavy, optionally NAME:key=value,... (vsr.degrade)
+    val_degradation: str | None = None  # also validate on this bench condition (e.g. h264:crf=28), column val_psnr_deg
     steps: int = 10_000
     batch_size: int = 16
     crop: int = 96

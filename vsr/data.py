@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from vsr.degrade import DegradationConfig, Degrader
 from vsr.errors import DataError
 from vsr.metrics import imresize
 
@@ -81,19 +83,36 @@ def mod_crop(img: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 class CropSampler:
-    """Random HR crops with flips/rotations and their bicubic LR, batched on ``device``.
+    """Random HR crops with flips/rotations and their LR (bicubic, BD, or a :mod:`vsr.degrade` chain), batched on ``device``.
 
     Returns ``(lr, hr)``: LR in [0, 1] (quantised to 8 bits like a real image), HR in [-1, 1].
     """
 
-    def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu") -> None:
+    def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu",
+                 degradation: DegradationConfig | None = None) -> None:
         if crop % scale:
             raise DataError(f"crop {crop} must be a multiple of the scale {scale}")
         if not images:
             raise DataError("no training images")
         self.crop, self.scale, self.device = crop, scale, torch.device(device)
+        self.degradation = degradation or DegradationConfig()
+        self.degrader = None if self.degradation.is_clean else Degrader(self.degradation, crop=crop)
+        self.region = crop + self.degradation.margin  # room around the crop for a moving sequence
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
+        self._ahead: dict[int, Future] = {}
         # decoded once; on a GPU the whole set lives in device memory and crops never touch the host
         self.images = [img.to(self.device) for img in images] if self.device.type == "cuda" else images
+
+    def sample_ahead(self, batch: int, seed: int, next_seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sample(batch, seed)``, while a worker thread already draws the batch of ``next_seed``: the CPU
+        degradations (codecs release the GIL) overlap the model step. Same batches as ``sample``."""
+        if self._pool is None:
+            return self.sample(batch, seed)
+        pending = self._ahead.pop(seed, None)
+        self._ahead.clear()
+        if next_seed is not None:
+            self._ahead[next_seed] = self._pool.submit(self.sample, batch, next_seed)
+        return pending.result() if pending is not None else self.sample(batch, seed)
 
     def sample(self, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch drawn from ``seed`` alone, so a resumed run sees exactly the crops it would have seen.
@@ -106,11 +125,12 @@ class CropSampler:
         where = torch.rand(batch, 2, generator=gen, dtype=torch.float64).tolist()
         case = torch.randint(8, (batch,), generator=gen)
         crops = []
+        size = self.region
         for i, (fy, fx) in zip(which, where):
             img = self.images[i]
             h, w = img.shape[-2:]
-            y, x = int(fy * (h - self.crop + 1)), int(fx * (w - self.crop + 1))
-            crops.append(img[:, y : y + self.crop, x : x + self.crop])
+            y, x = int(fy * (h - size + 1)), int(fx * (w - size + 1))
+            crops.append(img[:, y : y + size, x : x + size])
         hr = torch.stack(crops)
         for k in case.unique().tolist():
             if k == 0:
@@ -120,6 +140,11 @@ class CropSampler:
             if k & 1:
                 group = group.flip(-1)
             hr.index_copy_(0, rows, torch.rot90(group, k // 2, dims=(-2, -1)))
-        hr = hr.to(self.device, non_blocking=True)
-        lr = degrade_bicubic(hr, self.scale).float() / 255.0
-        return lr, hr.float() / 127.5 - 1.0
+        if self.degrader is not None:  # codecs and friends run on the CPU, then the pair moves to the device
+            lr, hr = self.degrader(hr.cpu(), (seed * 2 + 1) % (2**63))
+            lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
+        else:
+            hr = hr.to(self.device, non_blocking=True)
+            lr = (degrade_bicubic(hr, self.scale) if self.degradation.name == "bi"
+                  else torch.stack([degrade_gaussian(h, self.scale) for h in hr]))
+        return lr.float() / 255.0, hr.float() / 127.5 - 1.0

@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from vsr import weights as weights_io
 from vsr.config import TrainConfig, to_dict, train_config_from_dict
+from vsr.degrade import Condition, parse_condition, parse_degradation
+from vsr.degrade import config_dict as degradation_dict
 from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.device import autocast, resolve_device, resolve_precision
 from vsr.errors import DataError, VsrError
@@ -37,7 +39,7 @@ from vsr.models import Discriminator, SRResNet
 from vsr.report import comparison, line_plot
 
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
-              "seconds"]
+              "val_psnr_deg", "seconds"]
 
 
 @dataclass
@@ -74,14 +76,17 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def validate(model: nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
-             scale: int = 4) -> float:
-    """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale."""
+             scale: int = 4, condition: Condition | None = None) -> float:
+    """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale
+    (then put through a bench ``condition``'s lossy steps, e.g. a codec, if one is given)."""
     up = Upscaler(model, device=device, precision=precision, scale=scale)
     scores = []
     for hr in images:
         hr = mod_crop(hr, scale)
-        lr = degrade_bicubic(hr, scale)
-        sr = up.upscale(lr.permute(1, 2, 0)[None].numpy())[0]
+        lr = degrade_bicubic(hr, scale).permute(1, 2, 0).numpy()
+        if condition is not None:
+            lr = condition.apply([lr])[0]
+        sr = up.upscale(lr[None])[0]
         scores.append(psnr(torch.from_numpy(sr).permute(2, 0, 1), hr, crop_border=scale))
     return float(np.mean(scores))
 
@@ -146,6 +151,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     if cfg.content not in ("mse", "vgg"):
         raise VsrError(f"--content {cfg.content!r}: choose mse or vgg")
     schedule = parse_schedule(cfg.perpix_schedule)
+    degradation = parse_degradation(cfg.degradation)
+    val_condition = parse_condition(cfg.val_degradation) if cfg.val_degradation else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ddp, device = _init_distributed(cfg.device)
@@ -161,7 +168,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     shard = paths[ddp.rank :: ddp.world]
     if not shard:
         raise DataError(f"{len(paths)} training images cannot feed {ddp.world} ranks")
-    sampler = CropSampler(load_images(shard, min_size=cfg.crop), crop=cfg.crop, device=device)
+    sampler = CropSampler(load_images(shard, min_size=cfg.crop + degradation.margin), crop=cfg.crop, device=device,
+                          degradation=degradation)
     val_images = load_images(list_images([cfg.val])) if cfg.val and ddp.main else []
     vgg = weights_io.load_vgg54(cfg.vgg_weights).to(device) if needs_vgg else None
 
@@ -214,7 +222,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         if not ddp.main:
             return
         state = {"model": _unwrap(gen).state_dict(), "optimizer": opt_g.state_dict(), "scaler_g": scaler_g.state_dict(),
-                 "step": step, "config": to_dict(cfg), "precision": precision}
+                 "step": step, "config": to_dict(cfg), "precision": precision,
+                 "degradation": degradation_dict(degradation)}
         if disc is not None:
             state |= {"discriminator": _unwrap(disc).state_dict(), "optimizer_d": opt_d.state_dict(),
                       "scaler_d": scaler_d.state_dict()}
@@ -246,7 +255,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
             for opt in (opt_g, opt_d):
                 for group in (opt.param_groups if opt is not None else []):
                     group["lr"] = lr_now
-            lr_img, hr_img = sampler.sample(cfg.batch_size, step_seed(cfg.seed, ddp.rank, step))
+            lr_img, hr_img = sampler.sample_ahead(cfg.batch_size, step_seed(cfg.seed, ddp.rank, step),
+                                                  step_seed(cfg.seed, ddp.rank, step + 1) if step + 1 < cfg.steps else None)
             lr_img = lr_img.contiguous(memory_format=torch.channels_last)
             w_mse, w_vgg = content_weights(cfg.loss, step + 1, content=cfg.content, schedule=schedule)
 
@@ -299,7 +309,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                     last_val = validate(_unwrap(gen), val_images, device=device, precision=precision)
                     gen.train()
                     row["val_psnr"] = f"{last_val:.3f}"
-                    bar.write(f"step {step}: validation Y-PSNR {last_val:.3f} dB")
+                    msg = f"step {step}: validation Y-PSNR {last_val:.3f} dB"
+                    if val_condition is not None:
+                        deg = validate(_unwrap(gen), val_images, device=device, precision=precision,
+                                       condition=val_condition)
+                        gen.train()
+                        row["val_psnr_deg"] = f"{deg:.3f}"
+                        msg += f", {val_condition.label} {deg:.3f} dB"
+                    bar.write(msg)
                 writer.writerow(row)
                 log.flush()
                 if row.get("val_psnr"):  # drawn after the row is in log.csv, so the curves include it
@@ -401,5 +418,5 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     model.load_state_dict(ck["model"])
     meta = {"name": name, "arch": "srresnet", "arch_kwargs": {"num_blocks": 16, "channels": 64, "scale": 4},
             "input_range": "[0, 1] RGB", "output_range": "[-1, 1] RGB", "steps": int(ck["step"]),
-            "train_config": ck["config"], **(extra_meta or {})}
+            "train_config": ck["config"], "degradation": ck.get("degradation", {"name": "bi"}), **(extra_meta or {})}
     return weights_io.save(model, out, meta=meta, half=half)

@@ -10,6 +10,7 @@ import typer
 from vsr import bench as bench_lib
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import UpscaleConfig
+from vsr.degrade import parse_condition
 from vsr.pipeline import build_engine
 from vsr.report import write_report
 from vsr.weights import DEFAULT_WEIGHTS
@@ -19,7 +20,7 @@ def bench(
     dataset: Annotated[str, typer.Argument(help="vid4, set5, set14, or a folder of HR images (LR made by bicubic x1/4).")],
     data: Annotated[Optional[Path], typer.Option(help="Dataset folder (default: ../shared/datasets/<name> beside the repo).")] = None,
     weights: Annotated[Optional[list[str]], typer.Option(help="Model name or .pt path; repeat for side-by-side rows.")] = None,
-    degradation: Annotated[str, typer.Option(help="bi (bicubic x4) or bd (Gaussian blur 1.6 + x4 subsampling).")] = "bi",
+    degradation: Annotated[Optional[list[str]], typer.Option(help="LR condition; repeat for one table per condition: bi (bicubic x4), bd (Gaussian 1.6 + x4 subsampling), h264:crf=N[,preset=P,gop=G,bframes=B], h265:crf=N, jpeg:q=N, or BASE+STEP (bd+h264:crf=23).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames per model batch (0 = auto: from the frame size and free memory).")] = 0,
@@ -31,13 +32,17 @@ def bench(
     setup_logging(False)
     results = []
     with user_errors():
+        conditions = [parse_condition(d) for d in degradation or ["bi"]]  # bad strings fail before any work
         for name in weights or [DEFAULT_WEIGHTS]:
             cfg = UpscaleConfig(weights=name, device=device, precision=precision, batch_size=batch_size)
             engine, _, _ = build_engine(cfg)
-            res = bench_lib.run(dataset, engine, weights_name=name, data=data, degradation=degradation,
-                                save_frames=save_frames)
-            typer.echo(bench_lib.format_table(res) + "\n")
-            results.append(res)
+            for cond in conditions:
+                res = bench_lib.run(dataset, engine, weights_name=name, data=data, degradation=cond,
+                                    save_frames=save_frames)
+                typer.echo(bench_lib.format_table(res) + "\n")
+                results.append(res)
+        if len(results) > 1:
+            typer.echo(bench_lib.format_summary(results) + "\n")
         if json_out:
             json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2))
             typer.echo(f"wrote {json_out}")

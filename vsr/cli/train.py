@@ -30,6 +30,8 @@ def run(
     perpix_schedule: Annotated[str, typer.Option(help="Per-Pix stages UNTIL_STEP:W_MSE:W_VGG,...")] = DEFAULTS.perpix_schedule,
     vgg_weights: Annotated[Path, typer.Option(help="Oxford VGG19 conv weights for the VGG loss.")] = Path(DEFAULTS.vgg_weights),
     init: Annotated[Optional[str], typer.Option(help="Start the generator from these weights (name or .pt).")] = None,
+    degradation: Annotated[str, typer.Option(help="How LR is made: bi (MATLAB bicubic), bd, real (blur/noise/JPEG/H.264/H.265 chain), real-heavy; overrides as NAME:key=value,key=lo:hi (see vsr/degrade.py).")] = DEFAULTS.degradation,
+    val_degradation: Annotated[Optional[str], typer.Option(help="Also validate on this bench condition, e.g. h264:crf=28 (column val_psnr_deg).")] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Total optimiser steps (default {DEFAULTS.steps}; with --resume: keep).")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = DEFAULTS.batch_size,
     crop: Annotated[int, typer.Option(help="HR crop size (LR is crop/4).")] = DEFAULTS.crop,
@@ -61,7 +63,8 @@ def run(
                 raise VsrError("give at least one --data folder of HR training images")
             cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), loss=loss,
                               content=content, adv_weight=adv_weight, perpix_schedule=perpix_schedule,
-                              vgg_weights=str(vgg_weights), init=init, steps=steps or DEFAULTS.steps,
+                              vgg_weights=str(vgg_weights), init=init, degradation=degradation,
+                              val_degradation=val_degradation, steps=steps or DEFAULTS.steps,
                               batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min,
                               betas=(beta1, beta2), seed=seed, device=device, precision=precision,
                               val_every=val_every, ckpt_every=ckpt_every, keep_every=keep_every, log_every=log_every,

@@ -1,0 +1,173 @@
+"""Degradations: real codecs change the pixels deterministically, conditions parse, training draws follow the seed,
+bench on a codec condition equals a direct computation, and the flicker figure has known answers."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vsr import bench
+from vsr.cli import app
+from vsr.data import CropSampler
+from vsr.degrade import (CodecStep, Condition, Degrader, JpegStep, codec_encode, codec_roundtrip,
+                         parse_condition, parse_degradation)
+from vsr.inference import Upscaler
+from vsr.metrics import imresize, psnr, to_chw_tensor
+from vsr.pipeline import Engine
+
+
+def _clip(n: int = 6, h: int = 36, w: int = 44, seed: int = 0) -> list[np.ndarray]:
+    """A textured picture panning right by one pixel a frame (codecs can predict it), with colour."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (h, w + n, 3), dtype=np.uint8), (3, 3), 0)
+    return [np.ascontiguousarray(base[:, t:t + w]) for t in range(n)]
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_codec_roundtrip_is_deterministic_keeps_frames_and_changes_pixels(codec):
+    frames = _clip()
+    a = codec_roundtrip(frames, CodecStep(codec, 30))
+    b = codec_roundtrip(frames, CodecStep(codec, 30))
+    assert len(a) == len(frames) and all(x.shape == f.shape for x, f in zip(a, frames))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert codec_encode(frames, CodecStep(codec, 30)) == codec_encode(frames, CodecStep(codec, 30))
+    diff = np.mean([np.abs(x.astype(int) - f).mean() for x, f in zip(a, frames)])
+    assert diff > 1.0  # the codec really did something
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_higher_crf_gives_fewer_bytes_and_more_error(codec):
+    frames = _clip()
+    sizes, errors = [], []
+    for crf in (18, 28, 38):
+        step = CodecStep(codec, crf)
+        sizes.append(sum(map(len, codec_encode(frames, step))))
+        out = codec_roundtrip(frames, step)
+        errors.append(np.mean([((x.astype(float) - f) ** 2).mean() for x, f in zip(out, frames)]))
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert errors[0] < errors[1] < errors[2]
+
+
+def test_jpeg_step_changes_pixels_by_quality():
+    img = _clip(1)[0]
+    e90 = np.abs(JpegStep(90).apply([img])[0].astype(int) - img).mean()
+    e20 = np.abs(JpegStep(20).apply([img])[0].astype(int) - img).mean()
+    assert 0 < e90 < e20
+
+
+def test_conditions_parse_to_what_they_say():
+    assert parse_condition("bi") == Condition("bi", ())
+    assert parse_condition("h264:crf=28") == Condition("bi", (CodecStep("h264", 28, "medium"),))
+    c = parse_condition("bd+h265:crf=30,preset=fast,gop=8+jpeg:q=40")
+    assert c.base == "bd" and c.steps == (CodecStep("h265", 30, "fast", 8), JpegStep(40))
+    assert parse_condition(c.label) == c  # the label is itself a valid condition
+    assert "libx264 crf 23, preset medium" in parse_condition("h264:crf=23").describe()
+
+
+@pytest.mark.parametrize("text", ["h264", "h264:crf=abc", "h264:crf=70", "h266:crf=20", "jpeg:q=0", "h264:crf=20,speed=3",
+                                  "bi+", "h264:crf"])
+def test_bad_condition_strings_list_the_valid_forms(text):
+    with pytest.raises(Exception) as err:
+        parse_condition(text)
+    msg = str(err.value)
+    assert text in msg and "valid forms" in msg and "h264:crf=N" in msg and "jpeg:q=N" in msg
+
+
+def test_bad_condition_is_one_line_from_the_cli(tmp_path: Path, tiny_weights: Path):
+    res = CliRunner().invoke(app, ["bench", str(tmp_path), "--weights", str(tiny_weights), "--degradation", "h264:q=3"])
+    assert res.exit_code == 1 and "valid forms" in res.output and "Traceback" not in res.output
+
+
+def test_training_presets_and_overrides():
+    cfg = parse_degradation("real:codec_prob=0.9,crf_h264=20:30,presets=fast:medium")
+    assert cfg.name == "real" and cfg.codec_prob == 0.9 and cfg.crf_h264 == (20, 30) and cfg.presets == ("fast", "medium")
+    for bad in ("nope", "real:codec_prob", "real:colour=2", "real:codec_prob=high", "bi:codec_prob=1"):
+        with pytest.raises(Exception, match="--degradation"):
+            parse_degradation(bad)
+
+
+def test_degrader_follows_the_seed_and_makes_real_damage():
+    cfg = parse_degradation("real:clean_prob=0,codec_prob=1,h265_share=0.5")
+    deg = Degrader(cfg, crop=32)
+    torch.manual_seed(0)
+    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(8, 32 + cfg.margin, 32 + cfg.margin)]))
+    lr1, hr1 = deg(regions, 7)
+    lr2, hr2 = deg(regions, 7)
+    lr3, _ = deg(regions, 8)
+    assert lr1.shape == (8, 3, 8, 8) and hr1.shape == (8, 3, 32, 32) and lr1.dtype == torch.uint8
+    assert torch.equal(lr1, lr2) and torch.equal(hr1, hr2)
+    assert not torch.equal(lr1, lr3)
+    clean = imresize(hr1.float(), 0.25).to(torch.uint8)
+    assert (lr1.float() - clean.float()).abs().mean() > 1.0  # not plain bicubic
+
+
+def test_clean_share_is_exactly_bicubic_of_the_target_crop():
+    deg = Degrader(parse_degradation("real:clean_prob=1"), crop=32)
+    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(4, 41, 41)]))
+    lr, hr = deg(regions, 3)
+    assert torch.equal(lr, imresize(hr.float(), 0.25).round().clamp(0, 255).to(torch.uint8))
+
+
+def test_sampler_with_a_degradation_is_deterministic_and_prefetch_changes_nothing():
+    images = [torch.from_numpy(c.transpose(2, 0, 1).copy()) for c in _clip(3, 80, 80)]
+    sampler = CropSampler(images, crop=32, degradation=parse_degradation("real"))
+    ahead = [sampler.sample_ahead(6, s, s + 1) for s in range(4)]
+    plain = [sampler.sample(6, s) for s in range(4)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, plain))
+    lr, hr = plain[0]
+    assert lr.shape == (6, 3, 8, 8) and hr.shape == (6, 3, 32, 32) and 0 <= lr.min() and lr.max() <= 1
+
+
+class Bicubic(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return imresize(x * 255.0, 4.0, quantize=False) / 127.5 - 1.0
+
+
+def _fake_vid4(root: Path, frames: int = 4) -> None:
+    for i, clip in enumerate(bench.VID4_CLIPS):
+        for k, img in enumerate(_clip(frames, 64, 64, seed=i)):
+            for sub, pic in (("GT", img), ("BIx4", imresize(to_chw_tensor(img), 0.25).permute(1, 2, 0).numpy())):
+                d = root / sub / clip
+                d.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(d / f"{k:08d}.png"), cv2.cvtColor(np.ascontiguousarray(pic), cv2.COLOR_RGB2BGR))
+
+
+def test_bench_bicubic_on_a_codec_condition_equals_a_direct_computation(tmp_path: Path):
+    _fake_vid4(tmp_path)
+    up = Upscaler(Bicubic(), device=torch.device("cpu"), precision="fp32")
+    res = bench.run("vid4", Engine(up, batch_size=2), weights_name="bicubic", data=tmp_path, degradation="h264:crf=30")
+    assert res.degradation == "h264:crf=30" and "libx264 crf 30" in res.lr_made_by and "whole clip" in res.lr_made_by
+    for row, clip in zip(res.rows, bench.VID4_CLIPS):
+        lrs = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "BIx4" / clip).glob("*.png"))]
+        gts = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "GT" / clip).glob("*.png"))]
+        coded = codec_roundtrip(lrs, CodecStep("h264", 30))  # the whole clip as one stream
+        direct = np.mean([psnr(imresize(to_chw_tensor(lr), 4.0), to_chw_tensor(gt)) for lr, gt in zip(coded, gts)])
+        assert row.frames == 4
+        assert row.bicubic_psnr_y == pytest.approx(direct, abs=1e-6)
+        assert row.psnr_y == pytest.approx(direct, abs=0.05)  # the bicubic "model" through the engine
+    clean = bench.run("vid4", Engine(up, batch_size=2), weights_name="bicubic", data=tmp_path)
+    assert clean.average().bicubic_psnr_y > res.average().bicubic_psnr_y + 0.3  # the codec costs quality
+
+
+def test_flicker_has_known_answers():
+    gt = _clip(5)
+    assert bench.flicker(gt, gt) == 0.0
+    steady = [np.clip(f.astype(int), 10, 245).astype(np.uint8) for f in gt]
+    assert bench.flicker([s + 10 for s in steady], steady) == pytest.approx(0.0, abs=1e-9)  # a constant offset is not flicker
+    # alternating +d/-d grey offsets: the frame difference is off by 2d in Y's units of (219/255) per RGB level
+    d = 5
+    alt = [(s.astype(int) + (d if t % 2 else -d)).astype(np.uint8) for t, s in enumerate(steady)]
+    assert bench.flicker(alt, steady) == pytest.approx(2 * d * 219 / 255, rel=1e-6)
+    assert bench.flicker(gt[:1], gt[:1]) is None
+
+
+def test_cli_repeated_degradation_prints_one_table_each_and_a_summary(tmp_path: Path, tiny_weights: Path):
+    _fake_vid4(tmp_path, frames=3)
+    res = CliRunner().invoke(app, ["bench", "vid4", "--data", str(tmp_path), "--weights", str(tiny_weights),
+                                   "--degradation", "bi", "--degradation", "h264:crf=28", "--degradation", "jpeg:q=40"])
+    assert res.exit_code == 0, res.output
+    assert "vid4 x4 (BI)" in res.output and "vid4 x4 (H264:CRF=28)" in res.output and "vid4 x4 (JPEG:Q=40)" in res.output
+    assert "| model | bi | h264:crf=28 | jpeg:q=40 | mean |" in res.output
+    assert "| bicubic |" in res.output and "flicker" in res.output
