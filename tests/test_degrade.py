@@ -171,3 +171,17 @@ def test_cli_repeated_degradation_prints_one_table_each_and_a_summary(tmp_path: 
     assert "vid4 x4 (BI)" in res.output and "vid4 x4 (H264:CRF=28)" in res.output and "vid4 x4 (JPEG:Q=40)" in res.output
     assert "| model | bi | h264:crf=28 | jpeg:q=40 | mean |" in res.output
     assert "| bicubic |" in res.output and "flicker" in res.output
+
+
+def test_noise_strength_follows_its_settings():
+    from vsr.degrade import _noise
+
+    grey = torch.full((1, 3, 64, 64), 127.5)
+
+    def std(**over):
+        cfg = parse_degradation("real:grey_noise_prob=0," + ",".join(f"{k}={v}" for k, v in over.items()))
+        return float((_noise(grey, np.random.default_rng(0), cfg, torch.Generator().manual_seed(0)) - grey).std())
+
+    assert std(poisson_prob=0, gauss_sigma="4:4") == pytest.approx(4, rel=0.1)
+    weak, strong = std(poisson_prob=1, poisson_scale="0.05:0.05"), std(poisson_prob=1, poisson_scale="1:1")
+    assert 1 < weak < 4 < 12 < strong < 25  # documented: about 2 and 18 levels at mid-grey

@@ -383,7 +383,7 @@ def _noise(x: torch.Tensor, rng: np.random.Generator, cfg: DegradationConfig, ge
     shape = (x.shape[0], 1, *x.shape[2:]) if grey else x.shape
     if rng.random() < cfg.poisson_prob:
         scale = _uniform(rng, cfg.poisson_scale)
-        vals = 10 ** (2 * scale + 1)  # photons per level: scale 1 -> strong noise, 0.05 -> barely any
+        vals = 10 ** (4 - 2 * scale)  # photons at white: scale 1 -> 100 (about 18 levels of noise at mid-grey), 0.05 -> 8,000 (2 levels)
         base = x.clamp(0, 255) / 255.0
         if grey:
             base = base.mean(dim=1, keepdim=True)
