@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.data import read_image
+from vsr.images import read_image
 from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
 
 
@@ -41,8 +41,8 @@ def test_bicubic_reproduces_public_set5_lr(shared):
     hr_files = sorted((shared / "set5" / "GTmod12").glob("*.png"))
     scores = []
     for f in hr_files:
-        hr = to_chw_tensor(read_image(f))
-        lr = to_chw_tensor(read_image(shared / "set5" / "LRbicx4" / f.name))
+        hr = to_chw_tensor(read_image(f).rgb)
+        lr = to_chw_tensor(read_image(shared / "set5" / "LRbicx4" / f.name).rgb)
         assert (imresize(hr, 0.25).float() - lr.float()).abs().mean() < 0.001
         scores.append(psnr(imresize(lr, 4.0), hr, crop_border=4))
     print(f"Set5 bicubic Y-PSNR {np.mean(scores):.3f} dB (published 28.42)")

@@ -29,6 +29,7 @@ from vsr.config import TrainConfig, to_dict, train_config_from_dict
 from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.device import autocast, resolve_device, resolve_precision
 from vsr.errors import DataError, VsrError
+from vsr.images import write_image
 from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
                         uses_gan, vgg_loss)
@@ -341,14 +342,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
 def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor], device: torch.device,
                     precision: str) -> None:
     """PSNR curves (train and validation over steps) and the comparison grid, refreshed at each validation."""
-    import cv2
-
     rows = list(csv.DictReader(open(run_dir / "log.csv")))
     series = {"train (RGB, crops)": [(int(r["step"]), float(r["train_psnr"])) for r in rows if r.get("train_psnr")],
               "validation (Y, 4-px crop)": [(int(r["step"]), float(r["val_psnr"])) for r in rows if r.get("val_psnr")]}
     line_plot(series, run_dir / "curves.png", title="PSNR (dB) over steps")
     grid = comparison_grid(gen, val_images, device=device, precision=precision)
-    cv2.imwrite(str(run_dir / "grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    write_image(run_dir / "grid.png", grid)
 
 
 def _time_is_up(limit: float, t0: float, ddp: Dist, device: torch.device) -> bool:
