@@ -311,7 +311,7 @@ def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)
     loaded = weights_io.load(cfg.weights)
-    upscaler = Upscaler(loaded.model, device=device, precision=precision, scale=loaded.scale, tile=cfg.tile,
+    upscaler = Upscaler(loaded.model, device=device, precision=precision, descriptor=loaded.descriptor, tile=cfg.tile,
                         tile_overlap=cfg.tile_overlap)
     settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
                               encoder_bound=device.type == "cuda")

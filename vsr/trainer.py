@@ -77,7 +77,7 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 def validate(model: nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
              scale: int = 4) -> float:
     """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale."""
-    up = Upscaler(model, device=device, precision=precision, scale=scale)
+    up = Upscaler(model, device=device, precision=precision)
     scores = []
     for hr in images:
         hr = mod_crop(hr, scale)
@@ -126,7 +126,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
         raise VsrError(f"{run_dir}: no checkpoint.pt to resume from")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return weights_io.load_checkpoint(path)
 
 
 def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0) -> TrainConfig:
@@ -219,15 +219,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
         if disc is not None:
             state |= {"discriminator": _unwrap(disc).state_dict(), "optimizer_d": opt_d.state_dict(),
                       "scaler_d": scaler_d.state_dict()}
-        _save_atomic(state, run_dir / "checkpoint.pt")
+        weights_io.save_checkpoint(state, run_dir / "checkpoint.pt")
 
     def keep_snapshot() -> None:
         """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
         if not ddp.main:
             return
         path = _snapshot_path(run_dir, step)
-        path.parent.mkdir(exist_ok=True)
-        _save_atomic({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
+        weights_io.save_checkpoint({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
                      path)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not ddp.main, desc=f"train {cfg.loss}", unit="step",
@@ -370,13 +369,6 @@ def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file beside ``path``: an interrupted save never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _snapshot_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
 
@@ -388,7 +380,7 @@ def load_snapshot(run_dir: str | Path, step: int) -> dict[str, Any]:
         kept = sorted(int(p.stem.removeprefix("step")) for p in path.parent.glob("step*.pt"))
         raise VsrError(f"{run_dir}: no snapshot of step {step} "
                        f"(kept: {', '.join(map(str, kept)) or 'none; train with --keep-every N'})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return weights_io.load_checkpoint(path)
 
 
 def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = False, step: int | None = None,
@@ -398,7 +390,5 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     ck = load_checkpoint(run_dir) if step is None else load_snapshot(run_dir, step)
     model = SRResNet()
     model.load_state_dict(ck["model"])
-    meta = {"name": name, "arch": "srresnet", "arch_kwargs": {"num_blocks": 16, "channels": 64, "scale": 4},
-            "input_range": "[0, 1] RGB", "output_range": "[-1, 1] RGB", "steps": int(ck["step"]),
-            "train_config": ck["config"], **(extra_meta or {})}
+    meta = {"name": name, "steps": int(ck["step"]), "train_config": ck["config"], **(extra_meta or {})}
     return weights_io.save(model, out, meta=meta, half=half)
