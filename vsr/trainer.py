@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ from torch import nn
 from tqdm import tqdm
 
 from vsr import weights as weights_io
+from vsr.atomic import atomic_output
 from vsr.config import TrainConfig, to_dict, train_config_from_dict
 from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.device import autocast, resolve_device, resolve_precision
-from vsr.errors import DataError, VsrError
+from vsr.errors import DataError, VsrError, WeightsError
 from vsr.images import write_image
 from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
@@ -104,8 +105,14 @@ def comparison_grid(model: nn.Module, images: list[torch.Tensor], *, device: tor
     return np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    t = min(step / max(cfg.steps, 1), 1.0)
+def learning_rate(cfg: TrainConfig, step: int, horizon: int) -> float:
+    """Cosine decay from ``cfg.lr`` to ``cfg.lr_min`` over ``horizon`` steps, then ``lr_min``.
+
+    The horizon is the step count of the run's first invocation and is kept in its checkpoint, so a run
+    extended with ``--resume --steps N`` goes on at ``lr_min`` instead of re-stretching the curve (which
+    made the learning rate jump back up at the resume step).
+    """
+    t = min(step / max(horizon, 1), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
@@ -132,7 +139,15 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0) -> TrainConfig:
     """The config a run was started with (optionally with a new total number of steps); a time limit
     belongs to one invocation, so it is not inherited."""
-    cfg = train_config_from_dict(load_checkpoint(run_dir)["config"])
+    stored = load_checkpoint(run_dir)["config"]
+    unknown = sorted(set(stored) - {f.name for f in fields(TrainConfig)}) if isinstance(stored, dict) else ["?"]
+    if unknown:
+        raise VsrError(f"{Path(run_dir) / 'checkpoint.pt'}: its config has options this vsr does not know "
+                       f"({', '.join(map(str, unknown))}); resume it with the vsr version that started it")
+    try:
+        cfg = train_config_from_dict(stored)
+    except (TypeError, ValueError) as exc:
+        raise VsrError(f"{Path(run_dir) / 'checkpoint.pt'}: its config cannot be read ({exc})") from None
     cfg.out = str(run_dir)
     cfg.max_seconds = max_seconds
     if steps is not None:
@@ -162,6 +177,7 @@ class Run:
     opt_d: torch.optim.Optimizer | None = None
     scaler_d: torch.amp.GradScaler | None = None
     step: int = 0
+    lr_horizon: int = 0  # steps of the cosine schedule: those of the run's first invocation
 
     @property
     def run_dir(self) -> Path:
@@ -175,6 +191,9 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
         raise VsrError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if cfg.content not in ("mse", "vgg"):
         raise VsrError(f"--content {cfg.content!r}: choose mse or vgg")
+    for name in ("batch_size", "crop", "log_every", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            raise VsrError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     schedule = parse_schedule(cfg.perpix_schedule)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -201,13 +220,13 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     run = Run(cfg=cfg, ddp=ddp, device=device, precision=precision, sampler=sampler, val_images=val_images, vgg=vgg,
               schedule=schedule, gen=gen, g_train=gen,
               opt_g=torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
-              scaler_g=torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
+              scaler_g=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), lr_horizon=cfg.steps)
     if uses_gan(cfg.loss):
         run.disc = run.d_train = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train()
         run.opt_d = torch.optim.Adam(run.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
         run.scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if resume:
-        _restore(run, load_checkpoint(run.run_dir))
+        _restore(run, load_checkpoint(run.run_dir), run.run_dir / "checkpoint.pt")
     if ddp.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         run.g_train = nn.parallel.DistributedDataParallel(gen, device_ids=ids)
@@ -218,17 +237,24 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     return run
 
 
-def _restore(run: Run, ck: dict[str, Any]) -> None:
-    run.gen.load_state_dict(ck["model"])
-    run.opt_g.load_state_dict(ck["optimizer"])
-    if ck.get("scaler_g"):
-        run.scaler_g.load_state_dict(ck["scaler_g"])
-    if run.disc is not None:
-        run.disc.load_state_dict(ck["discriminator"])
-        run.opt_d.load_state_dict(ck["optimizer_d"])
-        if ck.get("scaler_d"):
-            run.scaler_d.load_state_dict(ck["scaler_d"])
-    run.step = int(ck["step"])
+def _restore(run: Run, ck: dict[str, Any], path: Path) -> None:
+    """Networks, optimisers, scalers, step and schedule horizon from a checkpoint; a mismatch is one line."""
+    try:
+        run.gen.load_state_dict(ck["model"])
+        run.opt_g.load_state_dict(ck["optimizer"])
+        if ck.get("scaler_g"):
+            run.scaler_g.load_state_dict(ck["scaler_g"])
+        if run.disc is not None:
+            run.disc.load_state_dict(ck["discriminator"])
+            run.opt_d.load_state_dict(ck["optimizer_d"])
+            if ck.get("scaler_d"):
+                run.scaler_d.load_state_dict(ck["scaler_d"])
+        run.step = int(ck["step"])
+        # checkpoints written before the horizon was kept: the steps of the config they were written with
+        run.lr_horizon = int(ck.get("lr_horizon", ck["config"]["steps"]))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: does not match this run ({type(exc).__name__}: {first})") from None
 
 
 def train_step(run: Run, lr_img: torch.Tensor, hr_img: torch.Tensor, w_mse: float, w_vgg: float) -> dict[str, torch.Tensor]:
@@ -283,11 +309,13 @@ class RankZeroLog:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.run_dir / "log.csv"
-            new_log = not log_path.exists() or not resume
-            self.file = open(log_path, "w" if new_log else "a", newline="")
+            kept = _rows_up_to(log_path, run.step) if resume else []
+            with atomic_output(log_path) as tmp, open(tmp, "w", newline="") as f:  # rows after the checkpoint
+                writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")  # are written again
+                writer.writeheader()
+                writer.writerows(kept)
+            self.file = open(log_path, "a", newline="")
             self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new_log:
-                self.writer.writeheader()
             self.tb = _tensorboard(self.run_dir)
 
     def __enter__(self) -> RankZeroLog:
@@ -316,7 +344,7 @@ class RankZeroLog:
         means = {k: float(torch.stack(v).mean()) for k, v in self.running.items()}
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k in ("loss", "adv", "d_loss")})
         row: dict[str, Any] = {k: f"{v:.6g}" for k, v in means.items()}
-        row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr:.3g}",
+        row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr:.6g}",
                 "train_psnr": f"{10 * math.log10(4.0 / max(means['pixel_mse'], 1e-12)):.3f}",
                 "seconds": f"{seconds:.1f}"}
         if val_psnr is not None:
@@ -331,13 +359,21 @@ class RankZeroLog:
         self.running = {}
 
 
+def _rows_up_to(log_path: Path, step: int) -> list[dict[str, str]]:
+    """The rows of an existing log.csv up to and including ``step`` (none if there is no log)."""
+    if not log_path.is_file():
+        return []
+    with open(log_path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+
+
 def save_checkpoint(run: Run) -> None:
     """Both networks, both optimisers and scalers, the step and the full config (rank 0 only)."""
     if not run.ddp.main:
         return
     state = {"model": _unwrap(run.gen).state_dict(), "optimizer": run.opt_g.state_dict(),
              "scaler_g": run.scaler_g.state_dict(), "step": run.step, "config": to_dict(run.cfg),
-             "precision": run.precision}
+             "precision": run.precision, "lr_horizon": run.lr_horizon}
     if run.disc is not None:
         state |= {"discriminator": _unwrap(run.disc).state_dict(), "optimizer_d": run.opt_d.state_dict(),
                   "scaler_d": run.scaler_d.state_dict()}
@@ -363,13 +399,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     last_val = None
     out_of_time = False
     with RankZeroLog(run, resume=resume, quiet=quiet) as log:
+        if cfg.steps > run.lr_horizon and cfg.lr_min != cfg.lr:
+            log.message(f"note: the learning rate follows the cosine schedule of the first {run.lr_horizon} steps; "
+                        f"steps past it run at --lr-min {cfg.lr_min:g}")
         try:
             while run.step < cfg.steps:
                 if cfg.max_seconds and run.step % cfg.log_every == 0 and _time_is_up(cfg.max_seconds, t0, ddp, device):
                     out_of_time = True
                     log.message(f"stopping at step {run.step}: --max-seconds {cfg.max_seconds:g} reached (resume to go on)")
                     break
-                lr_now = _lr_at(cfg, run.step)
+                lr_now = learning_rate(cfg, run.step, run.lr_horizon)
                 for opt in (run.opt_g, run.opt_d):
                     for group in (opt.param_groups if opt is not None else []):
                         group["lr"] = lr_now
@@ -415,7 +454,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
 def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor], device: torch.device,
                     precision: str) -> None:
     """PSNR curves (train and validation over steps) and the comparison grid, refreshed at each validation."""
-    rows = list(csv.DictReader(open(run_dir / "log.csv")))
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     series = {"train (RGB, crops)": [(int(r["step"]), float(r["train_psnr"])) for r in rows if r.get("train_psnr")],
               "validation (Y, 4-px crop)": [(int(r["step"]), float(r["val_psnr"])) for r in rows if r.get("val_psnr")]}
     line_plot(series, run_dir / "curves.png", title="PSNR (dB) over steps")
@@ -463,6 +503,9 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     config as metadata."""
     ck = load_checkpoint(run_dir) if step is None else load_snapshot(run_dir, step)
     model = SRResNet()
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise WeightsError(f"{run_dir}: its generator does not match SRResNet ({str(exc).splitlines()[0]})") from None
     meta = {"name": name, "steps": int(ck["step"]), "train_config": ck["config"], **(extra_meta or {})}
     return weights_io.save(model, out, meta=meta, half=half)
