@@ -5,20 +5,22 @@ All reads use ``torch.load(..., weights_only=True)``: a file whose pickle would 
 executed. All writes go through ``vsr.atomic.atomic_output``. A weights file is a plain dict
 ``{"format", "meta", "state_dict"}``; ``meta`` names the architecture and its keyword arguments (the
 descriptor follows from them) and records how the file was made (``name``, ``steps``, ``train_config``).
+torch and the architectures are imported where they are used, so naming the shipped models (the CLI's
+defaults) costs nothing.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from vsr.atomic import atomic_output
 from vsr.errors import WeightsError
-from vsr.models import ARCHITECTURES, SRResNet
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "vsr-weights-v1"
 WEIGHTS_DIR = Path(os.environ.get("VSR_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
@@ -49,6 +51,8 @@ class ModelDescriptor:
 
     def build(self) -> nn.Module:
         """A randomly initialised instance of the architecture."""
+        from vsr.models import ARCHITECTURES
+
         if self.arch not in ARCHITECTURES:
             raise WeightsError(f"unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURES)})")
         try:
@@ -60,7 +64,7 @@ class ModelDescriptor:
 def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
     """The descriptor of a known architecture with these keyword arguments."""
     if arch != "srresnet":
-        raise WeightsError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+        raise WeightsError(f"unknown architecture {arch!r} (known: srresnet)")
     params = SRRESNET_PARAMS | dict(params)
     # SRResNet's peak: about three ``channels``-wide maps alive at the output resolution
     return ModelDescriptor(arch=arch, scale=int(params["scale"]), params=params,
@@ -70,6 +74,8 @@ def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
 def describe_model(model: nn.Module) -> ModelDescriptor:
     """The descriptor of a model instance: exact for an ``SRResNet``; for any other module (test stand-ins,
     benchmarks' baselines) the SRResNet contract with its ``scale`` attribute (default 4)."""
+    from vsr.models import SRResNet
+
     if isinstance(model, SRResNet):
         params = {"num_blocks": len(model.blocks), "channels": model.head[0].out_channels, "scale": model.scale}
         return describe("srresnet", params)
@@ -126,6 +132,8 @@ def resolve(name_or_path: str) -> Path:
 
 def _read(path: Path, what: str) -> Any:
     """``torch.load`` with ``weights_only``: anything that is not plain tensors and containers is refused."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -136,6 +144,8 @@ def _read(path: Path, what: str) -> Any:
 
 
 def _write(obj: Any, path: Path) -> Path:
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)

@@ -12,7 +12,8 @@ from vsr.cli import setup_logging, user_errors
 from vsr.config import TrainConfig
 from vsr.errors import VsrError
 
-app = typer.Typer(help="Train a generator (`vsr train --data DIR ...`) and export it (`vsr train export RUN -o FILE`).")
+app = typer.Typer(rich_markup_mode=None,
+                  help="Train a generator (`vsr train --data DIR ...`) and export it (`vsr train export RUN -o FILE`).")
 DEFAULTS = TrainConfig()
 
 
