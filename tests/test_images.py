@@ -98,11 +98,12 @@ def _oriented_jpeg(path: Path, stored: np.ndarray, orientation: int, fmt: str = 
     PILImage.fromarray(stored).save(path, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])  # lossless, so the comparison is exact; OpenCV turns TIFFs itself
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_matches_pillow(tmp_path: Path, orientation: int):
+def test_every_exif_orientation_matches_pillow(tmp_path: Path, orientation: int, fmt: str):
     stored = _asymmetric(9, 6)
-    path = tmp_path / "o.png"
-    _oriented_jpeg(path, stored, orientation, fmt="PNG")  # lossless, so the comparison is exact
+    path = tmp_path / f"o.{fmt.lower()}"
+    _oriented_jpeg(path, stored, orientation, fmt=fmt)
     with PILImage.open(path) as im:
         want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     got = images.read_image(path)

@@ -55,13 +55,16 @@ def _name(source: Source, name: str | None) -> str:
 
 
 def _header(source: Source, name: str) -> tuple[int, int, int]:
-    """(stored width, stored height, EXIF orientation 1-8) from the header, without decoding the pixels."""
+    """(width, height, EXIF orientation 1-8 still to apply) from the header, without decoding the pixels.
+
+    TIFFs come out 1: Pillow and OpenCV both turn them by their orientation tag themselves, while other
+    formats are decoded as stored (OpenCV's ``IMREAD_UNCHANGED``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies
             with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
                 width, height = im.size
-                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+                orientation = 1 if im.format == "TIFF" else int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except PILImage.DecompressionBombError as exc:
