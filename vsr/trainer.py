@@ -309,9 +309,10 @@ class RankZeroLog:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.run_dir / "log.csv"
+            # a resumed run keeps the rows up to its checkpoint: the steps after it are run, and logged, again
             kept = _rows_up_to(log_path, run.step) if resume else []
-            with atomic_output(log_path) as tmp, open(tmp, "w", newline="") as f:  # rows after the checkpoint
-                writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")  # are written again
+            with atomic_output(log_path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(kept)
             self.file = open(log_path, "a", newline="")
@@ -334,10 +335,11 @@ class RankZeroLog:
 
     def add(self, terms: dict[str, torch.Tensor]) -> None:
         """The loss terms of one finished step."""
+        if not self.main:
+            return
         for k, v in terms.items():
             self.running.setdefault(k, []).append(v.detach().float())
-        if self.main:
-            self.bar.update(1)
+        self.bar.update(1)
 
     def row(self, step: int, *, lr: float, w_mse: float, w_vgg: float, seconds: float, val_psnr: float | None) -> None:
         """Write one log.csv row (and the TensorBoard scalars) of the means since the last row."""
@@ -439,10 +441,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     save_checkpoint(run)
     in_sync = _ranks_in_sync(run.gen, ddp)
     if ddp.main:
-        (run.run_dir / "final.json").write_text(json.dumps(
-            {"step": run.step, "stopped_early": out_of_time, "val_psnr": last_val, "world_size": ddp.world,
-             "ranks_in_sync": in_sync, "device": str(device), "precision": precision,
-             "seconds": round(time.time() - t0, 1), "config": to_dict(cfg)}, indent=2))
+        with atomic_output(run.run_dir / "final.json") as tmp:
+            tmp.write_text(json.dumps(
+                {"step": run.step, "stopped_early": out_of_time, "val_psnr": last_val, "world_size": ddp.world,
+                 "ranks_in_sync": in_sync, "device": str(device), "precision": precision,
+                 "seconds": round(time.time() - t0, 1), "config": to_dict(cfg)}, indent=2))
     if ddp.world > 1:
         dist.barrier()
         dist.destroy_process_group()
