@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from vsr.bench import discover
-from vsr.data import read_image
 from vsr.device import resolve_device, resolve_precision
+from vsr.images import read_image
 from vsr.inference import Upscaler
 from vsr.metrics import imresize, rgb_to_y, to_chw_tensor
 from vsr.weights import load
@@ -46,7 +46,7 @@ def main() -> None:
     rows: dict[str, list[float]] = {"bicubic": [], **{w: [] for w in weights}}
     names = []
     for item in items:
-        lr, hr = read_image(item.lr_paths[0]), to_chw_tensor(read_image(item.hr_paths[0]))
+        lr, hr = read_image(item.lr_paths[0]).rgb, to_chw_tensor(read_image(item.hr_paths[0]).rgb)
         ref = laplacian_energy(hr)
         names.append(item.name)
         rows["bicubic"].append(laplacian_energy(imresize(to_chw_tensor(lr), 4.0)) / ref)

@@ -65,10 +65,11 @@ def test_bicubic_protocol_matches_published_numbers(shared, dataset):
 
 
 def test_bd_degradation_matches_shipped_vid4_frames(shared):
-    from vsr.data import degrade_gaussian, read_image
+    from vsr.data import degrade_gaussian
+    from vsr.images import read_image
 
-    hr = torch.from_numpy(read_image(shared / "vid4/GT/calendar/00000000.png")).permute(2, 0, 1)
-    lr = torch.from_numpy(read_image(shared / "vid4/BDx4/calendar/00000000.png")).permute(2, 0, 1)
+    hr = torch.from_numpy(read_image(shared / "vid4/GT/calendar/00000000.png").rgb).permute(2, 0, 1)
+    lr = torch.from_numpy(read_image(shared / "vid4/BDx4/calendar/00000000.png").rgb).permute(2, 0, 1)
     assert torch.equal(degrade_gaussian(hr), lr)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.data import read_image
+from vsr.images import read_image
 from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
 
 
@@ -17,10 +17,15 @@ def test_psnr_identical_is_inf_and_known_mse():
 
 
 def test_y_channel_matches_matlab_rgb2ycbcr():
-    white = torch.full((3, 1, 1), 255.0)
-    black = torch.zeros(3, 1, 1)
-    assert rgb_to_y(white).item() == pytest.approx(235.0, abs=1e-3)
-    assert rgb_to_y(black).item() == pytest.approx(16.0)
+    """MATLAB rgb2ycbcr's Y of pure red, green, blue and two mixes (values from MATLAB's formula, 8-bit scale):
+    each primary pins one weight, so any swap of the weights or of the channel axis fails."""
+    colours = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 100, 50], [255, 255, 255]], dtype=torch.float64)
+    want = [81.481, 144.553, 40.966, 16 + (200 * 65.481 + 100 * 128.553 + 50 * 24.966) / 255, 235.0]
+    image = colours.T.reshape(3, 1, 5)  # (3, H=1, W=5): one colour per column
+    np.testing.assert_allclose(rgb_to_y(image)[0].numpy(), want, atol=1e-3)
+    batch = torch.stack([image, image.flip(-1)])  # (2, 3, 1, 5): the channel axis is -3 in a batch too
+    np.testing.assert_allclose(rgb_to_y(batch)[1, 0].numpy(), want[::-1], atol=1e-3)
+    assert rgb_to_y(torch.zeros(3, 1, 1)).item() == pytest.approx(16.0)
 
 
 def test_ssim_bounds():
@@ -41,8 +46,8 @@ def test_bicubic_reproduces_public_set5_lr(shared):
     hr_files = sorted((shared / "set5" / "GTmod12").glob("*.png"))
     scores = []
     for f in hr_files:
-        hr = to_chw_tensor(read_image(f))
-        lr = to_chw_tensor(read_image(shared / "set5" / "LRbicx4" / f.name))
+        hr = to_chw_tensor(read_image(f).rgb)
+        lr = to_chw_tensor(read_image(shared / "set5" / "LRbicx4" / f.name).rgb)
         assert (imresize(hr, 0.25).float() - lr.float()).abs().mean() < 0.001
         scores.append(psnr(imresize(lr, 4.0), hr, crop_border=4))
     print(f"Set5 bicubic Y-PSNR {np.mean(scores):.3f} dB (published 28.42)")

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,10 +14,12 @@ import torch
 from clips import frame_image
 from typer.testing import CliRunner
 
+import vsr.trainer as trainer
 from vsr.cli import app
+from vsr.cli.train import Loss
 from vsr.config import TrainConfig
 from vsr.errors import DataError, VsrError, WeightsError
-from vsr.losses import content_weights, parse_schedule
+from vsr.losses import LOSSES, content_weights, parse_schedule
 from vsr.models import VGG54
 from vsr.trainer import export, resume_config, train
 from vsr.weights import load
@@ -45,13 +48,17 @@ def _cfg(tmp_path: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _log(run: Path) -> list[dict]:
-    return list(csv.DictReader(open(run / "log.csv")))
+def _log(run: Path | str) -> list[dict]:
+    with open(Path(run) / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_mse_training_lowers_the_loss_and_exports(tmp_path: Path):
     cfg = _cfg(tmp_path, steps=40, val=str(tmp_path / "hr"), val_every=20, log_every=10)
-    run = train(cfg, quiet=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run = train(cfg, quiet=True)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # no file left open
     rows = _log(run)
     assert float(rows[-1]["pixel_mse"]) < float(rows[0]["pixel_mse"])
     assert rows[-1]["val_psnr"] and float(rows[-1]["val_psnr"]) > 10
@@ -181,3 +188,86 @@ def test_max_seconds_stops_with_a_checkpoint_that_resumes(tmp_path: Path):
     resumed = train(resume_config(run, steps=final["step"] + 2), resume=True, quiet=True)
     again = json.loads((resumed / "final.json").read_text())
     assert again["step"] == final["step"] + 2 and again["stopped_early"] is False
+
+
+def _without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resume_after_a_crash_writes_each_log_row_once(tmp_path: Path, monkeypatch):
+    straight = train(_cfg(tmp_path / "a", steps=6), quiet=True)
+    real = trainer.save_checkpoint
+
+    def killed_at_6(run):  # the process dies after logging step 6 but before its checkpoint
+        if run.step == 6:
+            raise RuntimeError("killed")
+        real(run)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_at_6)
+    cfg = _cfg(tmp_path / "b", steps=6)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, quiet=True)
+    assert [r["step"] for r in _log(cfg.out)] == ["1", "2", "3", "4", "5", "6"]  # the checkpoint is at 3
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    train(resume_config(cfg.out), resume=True, quiet=True)
+    assert _without_seconds(_log(cfg.out)) == _without_seconds(_log(straight))  # rows 4-6 once, bit-exact
+
+
+def test_extending_steps_keeps_the_learning_rate_on_its_curve(tmp_path: Path, monkeypatch):
+    kw = dict(lr=1e-3, lr_min=1e-5, ckpt_every=100)
+    straight = [float(r["lr"]) for r in _log(train(_cfg(tmp_path / "a", steps=6, **kw), quiet=True))]
+    real = trainer.train_step
+
+    def ctrl_c_at_3(run, *args):
+        if run.step == 3:
+            raise KeyboardInterrupt
+        return real(run, *args)
+
+    monkeypatch.setattr(trainer, "train_step", ctrl_c_at_3)
+    cfg = _cfg(tmp_path / "b", steps=6, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, quiet=True)  # Ctrl-C saves a checkpoint at step 3 of 6
+    monkeypatch.setattr(trainer, "train_step", real)
+    train(resume_config(cfg.out, steps=10), resume=True, quiet=True)
+    lrs = [float(r["lr"]) for r in _log(cfg.out)]
+    assert len(lrs) == 10 and straight[0] == 1e-3 and straight[-1] < 2e-4
+    assert lrs[3] == straight[3] and lrs[3] <= lrs[2]  # at the resume step: where the curve was, no jump
+    assert lrs[:6] == straight and lrs[6:] == [1e-5] * 4  # the first run's curve, then --lr-min
+    assert trainer.learning_rate(cfg, 6, 6) == 1e-5
+
+
+def test_corrupt_or_foreign_checkpoints_are_one_line_errors(tmp_path: Path):
+    run = train(_cfg(tmp_path, steps=2), quiet=True)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    runner = CliRunner()
+
+    def resume_error() -> str:
+        res = runner.invoke(app, ["train", "--resume", str(run), "--steps", "3", "-q"])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+        assert "Traceback" not in res.output and str(run / "checkpoint.pt") in lines[0]
+        return lines[0]
+
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert "not a readable checkpoint" in resume_error()
+    torch.save(ck | {"config": ck["config"] | {"bogus_option": 1}}, run / "checkpoint.pt")
+    assert "options this vsr does not know (bogus_option)" in resume_error()
+    torch.save(ck | {"model": {"head.0.weight": torch.zeros(1)}}, run / "checkpoint.pt")
+    assert "does not match this run" in resume_error()
+
+
+def test_cli_options_are_bounded_and_choices_listed(tmp_path: Path):
+    hr = _images(tmp_path / "hr")
+    runner = CliRunner()
+    base = ["train", "--data", str(hr), "--out", str(tmp_path / "run"), "--steps", "1"]
+    for bad in (["--log-every", "0"], ["--ckpt-every", "0"], ["--batch-size", "0"], ["--loss", "l1"],
+                ["--precision", "fp8"], ["--content", "gan"], ["--beta1", "1.5"]):
+        res = runner.invoke(app, base + bad)
+        assert res.exit_code == 2 and bad[0] in res.output, (bad, res.output)
+    assert not (tmp_path / "run").exists()
+    help_text = runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    for choice in ("mse|vgg|gan|perpix", "auto|fp32|fp16|bf16"):
+        assert choice in help_text.replace(" ", ""), help_text
+    assert [m.value for m in Loss] == list(LOSSES)
+    with pytest.raises(VsrError, match="--log-every must be at least 1"):
+        train(_cfg(tmp_path, log_every=0), quiet=True)

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 import torch
 
+from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop
 from vsr.degrade import Condition, parse_condition
-from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop, read_image
 from vsr.errors import DataError
+from vsr.images import read_image, write_image
 from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
 from vsr.pipeline import Engine
 
@@ -137,15 +138,14 @@ def discover(dataset: str, data: Path | None, degradation: str) -> tuple[list[It
 
 
 def _single_channel(path: Path) -> bool:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    return img is not None and img.ndim == 2
+    return path.is_file() and read_image(path).grey
 
 
 def _pairs(item: Item, degradation: str, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i, hr_path in enumerate(item.hr_paths):
-        hr = read_image(hr_path)
+        hr = read_image(hr_path).rgb
         if item.lr_paths is not None:
-            yield read_image(item.lr_paths[i]), hr
+            yield read_image(item.lr_paths[i]).rgb, hr
             continue
         hr_t = mod_crop(to_chw_tensor(hr), scale)
         lr_t = degrade_bicubic(hr_t, scale) if degradation == "bi" else degrade_gaussian(hr_t, scale)
@@ -212,7 +212,7 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
                 if cond.label != "bi":  # one folder per condition, so repeated --degradation never overwrite
                     out_dir = out_dir.parent / cond.label.replace(":", "_").replace(",", "_") / item.name
                 out_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out_dir / f"{k:08d}.png"), cv2.cvtColor(sr, cv2.COLOR_RGB2BGR))
+                write_image(out_dir / f"{k:08d}.png", sr)
         mid = len(pairs) // 2
         result.samples[item.name] = (pairs[mid][0], outputs[mid], pairs[mid][1])
         s, b = np.array(scores), np.array(bic)

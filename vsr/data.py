@@ -1,19 +1,19 @@
-"""Training and evaluation images: loading, random crops, flips/rotations, and the x4 degradations (bicubic BI, Gaussian BD)."""
+"""Training and evaluation data: image folders decoded to tensors, random crops with flips/rotations, and the x4
+degradations (bicubic BI, Gaussian BD; the realistic chain and codecs are in ``vsr.degrade``). Image files
+themselves are read by ``vsr.images``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from vsr.degrade import DegradationConfig, Degrader
-from vsr.errors import DataError
+from vsr.errors import DataError, InputError
+from vsr.images import IMAGE_EXTENSIONS, is_image_path, read_image
 from vsr.metrics import imresize
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(folders: Iterable[str | Path]) -> list[Path]:
@@ -23,32 +23,21 @@ def list_images(folders: Iterable[str | Path]) -> list[Path]:
         folder = Path(folder)
         if not folder.is_dir():
             raise DataError(f"{folder}: not a folder of images (does it exist?)")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = sorted(p for p in folder.rglob("*") if is_image_path(p) and p.is_file())
         if not files:
             raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
         found.extend(files)
     return found
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as HxWx3 RGB (uint8, or uint16 for 16-bit files); greyscale is repeated to RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(f"{path}: cannot be read as an image (corrupt or unsupported format)")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img
-
-
 def load_images(paths: Sequence[Path], *, min_size: int = 0) -> list[torch.Tensor]:
     """Decode every image once into a (3, H, W) uint8 tensor; images smaller than ``min_size`` are an error."""
     images = []
     for path in paths:
-        img = read_image(path)
+        try:
+            img = read_image(path).rgb
+        except InputError as exc:  # in a training set, a bad image is bad data
+            raise DataError(str(exc)) from None
         if img.dtype != np.uint8:
             img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
         if min(img.shape[:2]) < min_size:

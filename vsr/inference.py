@@ -1,7 +1,9 @@
-"""The one inference contract for every caller: normalise -> (tile) -> run -> clamp -> denormalise.
+"""The one inference contract for every caller: normalise -> (tile) -> pad -> run -> crop -> clamp -> denormalise.
 
 Frames travel as integer NHWC arrays (uint8, or uint16 for 10/16-bit video); the model sees NCHW
-floats in [0, 1] and returns [-1, 1], mapped back to [0, 1], clamped and rounded.
+floats in its descriptor's input range (SRResNet: [0, 1]) and returns its output range (SRResNet:
+[-1, 1]), mapped back to [0, 1], clamped and rounded. What the model needs (scale, ranges, precisions,
+tiling, size multiple, memory per pixel) comes from its ``vsr.weights.ModelDescriptor``.
 """
 from __future__ import annotations
 
@@ -11,15 +13,15 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.device import autocast
+from vsr.errors import VsrError
 from vsr.models.fused import fuse_for_inference
+from vsr.weights import ModelDescriptor, describe_model
 
-# Peak activation memory of SRResNet x4 inference: about three 64-channel maps alive at the output
-# resolution (16 output pixels per input pixel), per element byte.
-_ACTIVATION_ELEMENTS_PER_INPUT_PIXEL = 3 * 64 * 16
 # On the CPU, a model call over more input pixels than this runs slower per pixel (its activations
 # leave the caches): 4 frames of 480x270 per call measured ~10% slower than 1 (benchmarks/RESULTS.md).
 CPU_CALL_PIXELS = 1 << 16
@@ -27,8 +29,9 @@ CPU_CALL_PIXELS = 1 << 16
 MAX_AUTO_BATCH = 16
 
 
-def default_max_pixels(device: torch.device, precision: str) -> int:
-    """Input pixels one model call may hold: half the free GPU memory, or a quarter of the RAM on CPU."""
+def default_max_pixels(device: torch.device, precision: str, activation_elements: int) -> int:
+    """Input pixels one model call may hold: half the free GPU memory, or a quarter of the RAM on CPU, over
+    the model's peak activation elements per input pixel (``ModelDescriptor.activation_elements``)."""
     elem = 4 if precision == "fp32" else 2
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -38,7 +41,7 @@ def default_max_pixels(device: torch.device, precision: str) -> int:
             budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.25
         except (ValueError, OSError, AttributeError):
             budget = 4 << 30
-    return max(64 * 64, int(budget / (_ACTIVATION_ELEMENTS_PER_INPUT_PIXEL * elem)))
+    return max(64 * 64, int(budget / (activation_elements * elem)))
 
 
 class Upscaler:
@@ -48,17 +51,25 @@ class Upscaler:
     larger than the budget) so that one call never holds more than ``max_pixels`` input pixels.
     On the CPU a call also holds at most ``CPU_CALL_PIXELS`` input pixels (but always one whole frame).
     ``fuse`` runs an SRResNet through its exact inference rewrite (``vsr.models.fused``): same
-    function, 1.4-1.6x faster on the CPU; the caller's model is not modified.
+    function, 1.4-1.6x faster on the CPU; the caller's model is not modified. ``descriptor`` says what
+    the model is (``vsr.weights.load`` gives it; by default it is derived from the model).
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device, precision: str = "fp32", scale: int = 4,
-                 tile: int = 0, tile_overlap: int = 16, max_pixels: int | None = None,
-                 fuse: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, device: torch.device, precision: str = "fp32",
+                 descriptor: ModelDescriptor | None = None, tile: int = 0, tile_overlap: int = 16,
+                 max_pixels: int | None = None, fuse: bool = True) -> None:
         if tile < 0 or tile_overlap < 0:
             raise ValueError("tile and tile_overlap must be >= 0")
-        self.device, self.precision, self.scale = device, precision, scale
+        d = self.descriptor = descriptor or describe_model(model)
+        if d.in_channels != 3 or d.out_channels != 3:
+            raise VsrError(f"{d.arch}: {d.in_channels} -> {d.out_channels} channels; vsr runs RGB -> RGB models only")
+        if precision not in d.precisions:
+            raise VsrError(f"{d.arch} does not run in {precision} (it supports {', '.join(d.precisions)})")
+        if tile and not d.tiling:
+            raise VsrError(f"{d.arch} cannot run on tiles (it needs the whole picture); use --tile 0")
+        self.device, self.precision, self.scale = device, precision, d.scale
         self.tile, self.tile_overlap = tile, tile_overlap
-        self.max_pixels = max_pixels or default_max_pixels(device, precision)
+        self.max_pixels = max_pixels or default_max_pixels(device, precision, d.activation_elements)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # frame sizes repeat: let cuDNN pick the fastest kernels
         model = fuse_for_inference(model.eval()) if fuse else copy.deepcopy(model)  # never move the caller's
@@ -66,9 +77,19 @@ class Upscaler:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] in -> the model's input range, padded to its size multiple -> run -> cropped -> [0, 1] out."""
+        d = self.descriptor
+        h, w = x.shape[-2:]
+        if d.input_range != (0.0, 1.0):
+            x = x * (d.input_range[1] - d.input_range[0]) + d.input_range[0]
+        pad_h, pad_w = -h % d.size_multiple, -w % d.size_multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         with autocast(self.device, self.precision):
             y = self.model(x.contiguous(memory_format=torch.channels_last))
-        return ((y.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+        lo, hi = d.output_range
+        y = y[..., : h * self.scale, : w * self.scale].float()
+        return ((y - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
     def call_pixels(self) -> int:
         """Input pixels one model call may hold: the memory budget, and on the CPU the cache cap too."""
@@ -82,7 +103,8 @@ class Upscaler:
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (N, 3, H, W) float in [0, 1] on the device -> (N, 3, sH, sW) float in [0, 1]."""
         n, _, h, w = x.shape
-        tile = self.tile or (0 if h * w <= self.max_pixels else int(math.isqrt(self.max_pixels)))
+        auto = self.descriptor.tiling and h * w > self.max_pixels  # a model that cannot tile runs whole frames
+        tile = self.tile or (int(math.isqrt(self.max_pixels)) if auto else 0)
         per_call = max(1, self.call_pixels() // (h * w))
         if per_call >= n:
             return self._run_tiles(x, tile)

@@ -20,13 +20,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vsr import images
 from vsr import weights as weights_io
 from vsr.atomic import temp_path_for
 from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
-from vsr.data import IMAGE_EXTENSIONS, read_image
 from vsr.device import resolve_device, resolve_precision
 from vsr.errors import InputError, OutputError, VsrError
+from vsr.images import is_image_path
 from vsr.inference import Upscaler
 from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter, is_video_path
 from vsr.weights import LoadedWeights
@@ -263,40 +264,19 @@ class Engine:
         return result
 
     def upscale_image(self, src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Result:
-        """Upscale one image; greyscale stays greyscale, alpha is resized bicubically, 16-bit stays 16-bit."""
+        """Upscale one image; greyscale stays greyscale, alpha is resized bicubically, 16-bit stays 16-bit,
+        EXIF orientation is applied (the output is upright and carries none)."""
         src, dst = Path(src), Path(dst)
         if not src.is_file():
             raise InputError(f"{src}: no such file")
         check_output(src, dst, overwrite=overwrite)
         started = time.perf_counter()
-        raw = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise InputError(f"{src}: cannot be read as an image (corrupt or unsupported format)")
-        if raw.dtype not in (np.uint8, np.uint16):
-            raise InputError(f"{src}: {raw.dtype} images are not supported (8- or 16-bit only)")
-        rgb = read_image(src)
-        up = self.upscaler.upscale(rgb[None])[0]
-        s = self.upscaler.scale
-        if raw.ndim == 2:
-            out = cv2.cvtColor(up, cv2.COLOR_RGB2GRAY)
-        else:
-            out = cv2.cvtColor(up, cv2.COLOR_RGB2BGR)
-            if raw.shape[2] == 4:
-                alpha = cv2.resize(raw[:, :, 3], (raw.shape[1] * s, raw.shape[0] * s), interpolation=cv2.INTER_CUBIC)
-                out = np.dstack([out, alpha])
-        tmp = temp_path_for(dst)
-        try:
-            try:
-                written = cv2.imwrite(str(tmp), out)
-            except cv2.error as exc:
-                raise OutputError(f"{dst}: cannot write the image ({str(exc).strip().splitlines()[-1]})") from exc
-            if not written:
-                raise OutputError(f"{dst}: cannot write an image with this extension (use .png, .jpg, .webp, ...)")
-            os.replace(tmp, dst)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        h, w = rgb.shape[:2]
+        img = images.read_image(src)
+        images.check_writable(dst, sixteen_bit=img.rgb.dtype == np.uint16, alpha=img.alpha is not None)
+        up = self.upscaler.upscale(img.rgb[None])[0]
+        (w, h), s = img.size, self.upscaler.scale
+        alpha = None if img.alpha is None else cv2.resize(img.alpha, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
+        images.write_image(dst, up, alpha=alpha, grey=img.grey)
         return Result(input=src, output=dst, frames_in=1, frames_out=1, seconds=time.perf_counter() - started,
                       in_size=(w, h), out_size=(w * s, h * s))
 
@@ -326,18 +306,12 @@ class Engine:
         return results
 
 
-def is_image_path(path: Path) -> bool:
-    """True for file names with a common image extension."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-
 def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
     """Load the weights and make an ``Engine`` on the configured device; returns (engine, weights, precision)."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)
     loaded = weights_io.load(cfg.weights)
-    upscaler = Upscaler(loaded.model, device=device, precision=precision, scale=loaded.scale, tile=cfg.tile,
+    upscaler = Upscaler(loaded.model, device=device, precision=precision, descriptor=loaded.descriptor, tile=cfg.tile,
                         tile_overlap=cfg.tile_overlap)
     settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
                               encoder_bound=device.type == "cuda")

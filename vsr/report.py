@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from vsr.atomic import atomic_output
+from vsr.images import write_image
 from vsr.metrics import imresize
 
 if TYPE_CHECKING:  # the trainer draws pictures with this module and needs no video stack
@@ -102,7 +104,7 @@ def write_report(results: list[BenchResult], out_dir: Path) -> Path:
         lr, _, hr = first.samples[name]
         strip = comparison(lr, hr, [(Path(res.weights).stem, res.samples[name][1]) for res in results])
         png = f"compare_{name}.png"
-        cv2.imwrite(str(out_dir / png), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+        write_image(out_dir / png, strip)
         figures.append(f'<figure><img src="{png}" alt="{html.escape(name)}"><figcaption>{html.escape(name)} '
                        "(middle frame; the most textured window)</figcaption></figure>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vsr bench {html.escape(first.dataset)}</title>
@@ -115,13 +117,14 @@ img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
 <h2>Comparisons: LR | bicubic | model(s) | HR</h2>{''.join(figures)}
 </body></html>"""
     page_path = out_dir / "index.html"
-    page_path.write_text(page)
+    with atomic_output(page_path) as tmp:
+        tmp.write_text(page)
     return page_path
 
 
 def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, *, title: str = "",
               size: tuple[int, int] = (720, 400)) -> Path:
-    """A plain line chart (x = step) drawn with OpenCV, one colour per series, written as PNG."""
+    """A plain line chart (x = step) drawn with OpenCV (in RGB), one colour per series, written as PNG."""
     w, h = size
     left, right, top, bottom = 60, 20, 30, 50
     img = np.full((h, w, 3), 255, np.uint8)
@@ -144,7 +147,7 @@ def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, *, title: 
             xx, _ = at(t, y0)
             cv2.putText(img, f"{int(t)}", (xx - 15, h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         for i, (name, pts) in enumerate(series.items()):
-            colour = tuple(int(COLOURS[(i + 1) % len(COLOURS)][k : k + 2], 16) for k in (5, 3, 1))  # BGR
+            colour = tuple(int(COLOURS[(i + 1) % len(COLOURS)][k : k + 2], 16) for k in (1, 3, 5))  # RGB
             pts = sorted(pts)
             for a, b in zip(pts, pts[1:]):
                 cv2.line(img, at(*a), at(*b), colour, 2, cv2.LINE_AA)
@@ -152,5 +155,4 @@ def line_plot(series: dict[str, list[tuple[int, float]]], path: Path, *, title: 
                 cv2.circle(img, at(*p), 2, colour, -1)
             cv2.putText(img, name, (left + 10 + 260 * i, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     cv2.putText(img, title + "   (x: step)", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
-    return path
+    return write_image(path, img)

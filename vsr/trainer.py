@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ from torch import nn
 from tqdm import tqdm
 
 from vsr import weights as weights_io
+from vsr.atomic import atomic_output
 from vsr.config import TrainConfig, to_dict, train_config_from_dict
+from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.degrade import Condition, parse_condition, parse_degradation
 from vsr.degrade import config_dict as degradation_dict
-from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
 from vsr.device import autocast, resolve_device, resolve_precision
-from vsr.errors import DataError, VsrError
+from vsr.errors import DataError, VsrError, WeightsError
+from vsr.images import write_image
 from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
                         uses_gan, vgg_loss)
@@ -79,7 +81,7 @@ def validate(model: nn.Module, images: list[torch.Tensor], *, device: torch.devi
              scale: int = 4, condition: Condition | None = None) -> float:
     """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale
     (then put through a bench ``condition``'s lossy steps, e.g. a codec, if one is given)."""
-    up = Upscaler(model, device=device, precision=precision, scale=scale)
+    up = Upscaler(model, device=device, precision=precision)
     scores = []
     for hr in images:
         hr = mod_crop(hr, scale)
@@ -108,8 +110,14 @@ def comparison_grid(model: nn.Module, images: list[torch.Tensor], *, device: tor
     return np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    t = min(step / max(cfg.steps, 1), 1.0)
+def learning_rate(cfg: TrainConfig, step: int, horizon: int) -> float:
+    """Cosine decay from ``cfg.lr`` to ``cfg.lr_min`` over ``horizon`` steps, then ``lr_min``.
+
+    The horizon is the step count of the run's first invocation and is kept in its checkpoint, so a run
+    extended with ``--resume --steps N`` goes on at ``lr_min`` instead of re-stretching the curve (which
+    made the learning rate jump back up at the resume step).
+    """
+    t = min(step / max(horizon, 1), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
@@ -130,13 +138,21 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
         raise VsrError(f"{run_dir}: no checkpoint.pt to resume from")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return weights_io.load_checkpoint(path)
 
 
 def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0) -> TrainConfig:
     """The config a run was started with (optionally with a new total number of steps); a time limit
     belongs to one invocation, so it is not inherited."""
-    cfg = train_config_from_dict(load_checkpoint(run_dir)["config"])
+    stored = load_checkpoint(run_dir)["config"]
+    unknown = sorted(set(stored) - {f.name for f in fields(TrainConfig)}) if isinstance(stored, dict) else ["?"]
+    if unknown:
+        raise VsrError(f"{Path(run_dir) / 'checkpoint.pt'}: its config has options this vsr does not know "
+                       f"({', '.join(map(str, unknown))}); resume it with the vsr version that started it")
+    try:
+        cfg = train_config_from_dict(stored)
+    except (TypeError, ValueError) as exc:
+        raise VsrError(f"{Path(run_dir) / 'checkpoint.pt'}: its config cannot be read ({exc})") from None
     cfg.out = str(run_dir)
     cfg.max_seconds = max_seconds
     if steps is not None:
@@ -144,12 +160,46 @@ def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds:
     return cfg
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Path:
-    """Train with ``cfg``; returns the run folder (checkpoint.pt, log.csv, curves.png, grid.png, final.json)."""
+@dataclass
+class Run:
+    """Everything one training run holds: its data, both networks (and their DDP/compile wrappers used for
+    the forward passes), their optimisers and loss scalers, and the step reached."""
+
+    cfg: TrainConfig
+    ddp: Dist
+    device: torch.device
+    precision: str
+    sampler: CropSampler
+    val_images: list[torch.Tensor]
+    vgg: nn.Module | None
+    schedule: tuple
+    val_condition: Condition | None
+    gen: nn.Module
+    g_train: nn.Module
+    opt_g: torch.optim.Optimizer
+    scaler_g: torch.amp.GradScaler
+    disc: nn.Module | None = None
+    d_train: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    scaler_d: torch.amp.GradScaler | None = None
+    step: int = 0
+    lr_horizon: int = 0  # steps of the cosine schedule: those of the run's first invocation
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def setup(cfg: TrainConfig, *, resume: bool) -> Run:
+    """Check the options, load the data (bad input fails before any compute), build both networks and their
+    optimisers, and restore them from the checkpoint when resuming."""
     if cfg.loss not in LOSSES:
         raise VsrError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if cfg.content not in ("mse", "vgg"):
         raise VsrError(f"--content {cfg.content!r}: choose mse or vgg")
+    for name in ("batch_size", "crop", "log_every", "ckpt_every"):
+        if getattr(cfg, name) < 1:
+            raise VsrError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     schedule = parse_schedule(cfg.perpix_schedule)
     degradation = parse_degradation(cfg.degradation)
     val_condition = parse_condition(cfg.val_degradation) if cfg.val_degradation else None
@@ -159,11 +209,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop and batch: pick the fastest conv kernels once
     precision = resolve_precision(device, cfg.precision)
-    run_dir = Path(cfg.out)
-    gan = uses_gan(cfg.loss)
     needs_vgg = cfg.loss in ("vgg", "perpix") or (cfg.loss == "gan" and cfg.content == "vgg")
 
-    # data first: bad input fails before any compute
     paths = list_images(cfg.data)
     shard = paths[ddp.rank :: ddp.world]
     if not shard:
@@ -178,194 +225,268 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     if cfg.init:
         gen.load_state_dict(weights_io.load(cfg.init).model.state_dict())
     gen = gen.to(device).to(memory_format=torch.channels_last).train()
-    disc = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train() if gan else None
     fused = device.type == "cuda"  # one kernel for the whole Adam update on GPUs
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-    opt_d = (torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
-             if disc is not None else None)
-    scaler_g = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step = 0
+    run = Run(cfg=cfg, ddp=ddp, device=device, precision=precision, sampler=sampler, val_images=val_images, vgg=vgg,
+              schedule=schedule, val_condition=val_condition, gen=gen, g_train=gen,
+              opt_g=torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
+              scaler_g=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), lr_horizon=cfg.steps)
+    if uses_gan(cfg.loss):
+        run.disc = run.d_train = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train()
+        run.opt_d = torch.optim.Adam(run.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+        run.scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     if resume:
-        ck = load_checkpoint(run_dir)
-        gen.load_state_dict(ck["model"])
-        opt_g.load_state_dict(ck["optimizer"])
-        if ck.get("scaler_g"):
-            scaler_g.load_state_dict(ck["scaler_g"])
-        if disc is not None:
-            disc.load_state_dict(ck["discriminator"])
-            opt_d.load_state_dict(ck["optimizer_d"])
-            if ck.get("scaler_d"):
-                scaler_d.load_state_dict(ck["scaler_d"])
-        step = int(ck["step"])
-    g_train: nn.Module = gen
-    d_train: nn.Module | None = disc
+        _restore(run, load_checkpoint(run.run_dir), run.run_dir / "checkpoint.pt")
     if ddp.world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        g_train = nn.parallel.DistributedDataParallel(gen, device_ids=ids)
-        d_train = nn.parallel.DistributedDataParallel(disc, device_ids=ids) if disc is not None else None
+        run.g_train = nn.parallel.DistributedDataParallel(gen, device_ids=ids)
+        if run.disc is not None:
+            run.d_train = nn.parallel.DistributedDataParallel(run.disc, device_ids=ids)
     if cfg.compile:
-        g_train = torch.compile(g_train)
+        run.g_train = torch.compile(run.g_train)
+    return run
 
-    log = writer = tb = None
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = run_dir / "log.csv"
-        new_log = not log_path.exists() or not resume
-        log = open(log_path, "w" if new_log else "a", newline="")
-        writer = csv.DictWriter(log, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        if new_log:
-            writer.writeheader()
-        tb = _tensorboard(run_dir)
 
-    def save_checkpoint() -> None:
-        if not ddp.main:
+def _restore(run: Run, ck: dict[str, Any], path: Path) -> None:
+    """Networks, optimisers, scalers, step and schedule horizon from a checkpoint; a mismatch is one line."""
+    try:
+        run.gen.load_state_dict(ck["model"])
+        run.opt_g.load_state_dict(ck["optimizer"])
+        if ck.get("scaler_g"):
+            run.scaler_g.load_state_dict(ck["scaler_g"])
+        if run.disc is not None:
+            run.disc.load_state_dict(ck["discriminator"])
+            run.opt_d.load_state_dict(ck["optimizer_d"])
+            if ck.get("scaler_d"):
+                run.scaler_d.load_state_dict(ck["scaler_d"])
+        run.step = int(ck["step"])
+        # checkpoints written before the horizon was kept: the steps of the config they were written with
+        run.lr_horizon = int(ck.get("lr_horizon", ck["config"]["steps"]))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: does not match this run ({type(exc).__name__}: {first})") from None
+
+
+def train_step(run: Run, lr_img: torch.Tensor, hr_img: torch.Tensor, w_mse: float, w_vgg: float) -> dict[str, torch.Tensor]:
+    """One optimiser step: the generator (D frozen), then the discriminator on the detached fakes.
+
+    Returns the loss terms as device tensors (no host sync)."""
+    cfg, device, precision, disc = run.cfg, run.device, run.precision, run.disc
+    # generator step (D frozen, and called unwrapped so DDP does not wait for its gradients)
+    if disc is not None:
+        disc.requires_grad_(False)
+    with autocast(device, precision):
+        sr = run.g_train(lr_img)
+    terms: dict[str, torch.Tensor] = {"pixel_mse": F.mse_loss(sr.float(), hr_img)}
+    total = w_mse * terms["pixel_mse"]
+    if w_vgg:
+        with autocast(device, precision):
+            terms["vgg"] = vgg_loss(run.vgg, sr, hr_img)
+        total = total + w_vgg * terms["vgg"]
+    if disc is not None:
+        with autocast(device, precision):
+            terms["adv"] = generator_adversarial(disc(sr))
+        total = total + cfg.adv_weight * terms["adv"]
+    run.opt_g.zero_grad(set_to_none=True)
+    run.scaler_g.scale(total).backward()
+    run.scaler_g.step(run.opt_g)
+    run.scaler_g.update()
+
+    # discriminator step on the detached fakes
+    if disc is not None:
+        disc.requires_grad_(True)
+        with autocast(device, precision):
+            d_loss = discriminator_loss(run.d_train(hr_img), run.d_train(sr.detach()))
+        run.opt_d.zero_grad(set_to_none=True)
+        run.scaler_d.scale(d_loss).backward()
+        run.scaler_d.step(run.opt_d)
+        run.scaler_d.update()
+        terms["d_loss"] = d_loss
+    terms["loss"] = total
+    return terms
+
+
+class RankZeroLog:
+    """The run's outputs on rank 0 (log.csv rows, TensorBoard scalars, the progress bar); on other ranks it
+    holds nothing. Loss terms are averaged over the steps since the last row, kept on the device until then."""
+
+    def __init__(self, run: Run, *, resume: bool, quiet: bool) -> None:
+        self.main, self.run_dir = run.ddp.main, run.run_dir
+        self.running: dict[str, list[torch.Tensor]] = {}
+        self.file = self.writer = self.tb = None
+        self.bar = tqdm(total=run.cfg.steps, initial=run.step, disable=quiet or not self.main,
+                        desc=f"train {run.cfg.loss}", unit="step", dynamic_ncols=True)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.run_dir / "log.csv"
+            # a resumed run keeps the rows up to its checkpoint: the steps after it are run, and logged, again
+            kept = _rows_up_to(log_path, run.step) if resume else []
+            with atomic_output(log_path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
+            self.file = open(log_path, "a", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            self.tb = _tensorboard(self.run_dir)
+
+    def __enter__(self) -> RankZeroLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+    def message(self, text: str) -> None:
+        if self.main:
+            self.bar.write(text)
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """The loss terms of one finished step."""
+        if not self.main:
             return
-        state = {"model": _unwrap(gen).state_dict(), "optimizer": opt_g.state_dict(), "scaler_g": scaler_g.state_dict(),
-                 "step": step, "config": to_dict(cfg), "precision": precision,
-                 "degradation": degradation_dict(degradation)}
-        if disc is not None:
-            state |= {"discriminator": _unwrap(disc).state_dict(), "optimizer_d": opt_d.state_dict(),
-                      "scaler_d": scaler_d.state_dict()}
-        _save_atomic(state, run_dir / "checkpoint.pt")
+        for k, v in terms.items():
+            self.running.setdefault(k, []).append(v.detach().float())
+        self.bar.update(1)
 
-    def keep_snapshot() -> None:
-        """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
-        if not ddp.main:
-            return
-        path = _snapshot_path(run_dir, step)
-        path.parent.mkdir(exist_ok=True)
-        _save_atomic({"model": _unwrap(gen).state_dict(), "step": step, "config": to_dict(cfg), "precision": precision},
-                     path)
+    def row(self, step: int, *, lr: float, w_mse: float, w_vgg: float, seconds: float, val_psnr: float | None,
+            val_deg: tuple[str, float] | None = None) -> None:
+        """Write one log.csv row (and the TensorBoard scalars) of the means since the last row."""
+        means = {k: float(torch.stack(v).mean()) for k, v in self.running.items()}
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k in ("loss", "adv", "d_loss")})
+        row: dict[str, Any] = {k: f"{v:.6g}" for k, v in means.items()}
+        row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr:.6g}",
+                "train_psnr": f"{10 * math.log10(4.0 / max(means['pixel_mse'], 1e-12)):.3f}",
+                "seconds": f"{seconds:.1f}"}
+        if val_psnr is not None:
+            row["val_psnr"] = f"{val_psnr:.3f}"
+            msg = f"step {step}: validation Y-PSNR {val_psnr:.3f} dB"
+            if val_deg is not None:
+                row["val_psnr_deg"] = f"{val_deg[1]:.3f}"
+                msg += f", {val_deg[0]} {val_deg[1]:.3f} dB"
+            self.bar.write(msg)
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb is not None:
+            for k in ("loss", "pixel_mse", "vgg", "adv", "d_loss", "train_psnr", "val_psnr", "val_psnr_deg"):
+                if row.get(k) not in (None, ""):
+                    self.tb.add_scalar(k, float(row[k]), step)
+        self.running = {}
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not ddp.main, desc=f"train {cfg.loss}", unit="step",
-               dynamic_ncols=True)
+
+def _rows_up_to(log_path: Path, step: int) -> list[dict[str, str]]:
+    """The rows of an existing log.csv up to and including ``step`` (none if there is no log)."""
+    if not log_path.is_file():
+        return []
+    with open(log_path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+
+
+def save_checkpoint(run: Run) -> None:
+    """Both networks, both optimisers and scalers, the step and the full config (rank 0 only)."""
+    if not run.ddp.main:
+        return
+    state = {"model": _unwrap(run.gen).state_dict(), "optimizer": run.opt_g.state_dict(),
+             "scaler_g": run.scaler_g.state_dict(), "step": run.step, "config": to_dict(run.cfg),
+             "precision": run.precision, "lr_horizon": run.lr_horizon,
+             "degradation": degradation_dict(run.sampler.degradation)}
+    if run.disc is not None:
+        state |= {"discriminator": _unwrap(run.disc).state_dict(), "optimizer_d": run.opt_d.state_dict(),
+                  "scaler_d": run.scaler_d.state_dict()}
+    weights_io.save_checkpoint(state, run.run_dir / "checkpoint.pt")
+
+
+def keep_snapshot(run: Run) -> None:
+    """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
+    if not run.ddp.main:
+        return
+    weights_io.save_checkpoint({"model": _unwrap(run.gen).state_dict(), "step": run.step, "config": to_dict(run.cfg),
+                                "precision": run.precision, "degradation": degradation_dict(run.sampler.degradation)},
+                               _snapshot_path(run.run_dir, run.step))
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Path:
+    """Train with ``cfg``; returns the run folder (checkpoint.pt, log.csv, curves.png, grid.png, final.json).
+
+    setup -> per step: learning rate, batch, ``train_step`` -> rank-0 log row (and validation) -> checkpoint.
+    """
+    run = setup(cfg, resume=resume)
+    ddp, device, precision = run.ddp, run.device, run.precision
     t0 = time.time()
-    running: dict[str, list[torch.Tensor]] = {}
     last_val = None
     out_of_time = False
-    try:
-        while step < cfg.steps:
-            if cfg.max_seconds and step % cfg.log_every == 0 and _time_is_up(cfg.max_seconds, t0, ddp, device):
-                out_of_time = True
-                if ddp.main:
-                    bar.write(f"stopping at step {step}: --max-seconds {cfg.max_seconds:g} reached (resume to go on)")
-                break
-            lr_now = _lr_at(cfg, step)
-            for opt in (opt_g, opt_d):
-                for group in (opt.param_groups if opt is not None else []):
-                    group["lr"] = lr_now
-            lr_img, hr_img = sampler.sample_ahead(cfg.batch_size, step_seed(cfg.seed, ddp.rank, step),
-                                                  step_seed(cfg.seed, ddp.rank, step + 1) if step + 1 < cfg.steps else None)
-            lr_img = lr_img.contiguous(memory_format=torch.channels_last)
-            w_mse, w_vgg = content_weights(cfg.loss, step + 1, content=cfg.content, schedule=schedule)
+    with RankZeroLog(run, resume=resume, quiet=quiet) as log:
+        if cfg.steps > run.lr_horizon and cfg.lr_min != cfg.lr:
+            log.message(f"note: the learning rate follows the cosine schedule of the first {run.lr_horizon} steps; "
+                        f"steps past it run at --lr-min {cfg.lr_min:g}")
+        try:
+            while run.step < cfg.steps:
+                if cfg.max_seconds and run.step % cfg.log_every == 0 and _time_is_up(cfg.max_seconds, t0, ddp, device):
+                    out_of_time = True
+                    log.message(f"stopping at step {run.step}: --max-seconds {cfg.max_seconds:g} reached (resume to go on)")
+                    break
+                lr_now = learning_rate(cfg, run.step, run.lr_horizon)
+                for opt in (run.opt_g, run.opt_d):
+                    for group in (opt.param_groups if opt is not None else []):
+                        group["lr"] = lr_now
+                lr_img, hr_img = run.sampler.sample_ahead(
+                    cfg.batch_size, step_seed(cfg.seed, ddp.rank, run.step),
+                    step_seed(cfg.seed, ddp.rank, run.step + 1) if run.step + 1 < cfg.steps else None)
+                lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+                w_mse, w_vgg = content_weights(cfg.loss, run.step + 1, content=cfg.content, schedule=run.schedule)
+                log.add(train_step(run, lr_img, hr_img, w_mse, w_vgg))
+                run.step += 1
+                step = run.step
 
-            # generator step (D frozen, and called unwrapped so DDP does not wait for its gradients)
-            if disc is not None:
-                disc.requires_grad_(False)
-            with autocast(device, precision):
-                sr = g_train(lr_img)
-            terms: dict[str, torch.Tensor] = {"pixel_mse": F.mse_loss(sr.float(), hr_img)}
-            total = w_mse * terms["pixel_mse"]
-            if w_vgg:
-                with autocast(device, precision):
-                    terms["vgg"] = vgg_loss(vgg, sr, hr_img)
-                total = total + w_vgg * terms["vgg"]
-            if disc is not None:
-                with autocast(device, precision):
-                    terms["adv"] = generator_adversarial(disc(sr))
-                total = total + cfg.adv_weight * terms["adv"]
-            opt_g.zero_grad(set_to_none=True)
-            scaler_g.scale(total).backward()
-            scaler_g.step(opt_g)
-            scaler_g.update()
-
-            # discriminator step on the detached fakes
-            if disc is not None:
-                disc.requires_grad_(True)
-                with autocast(device, precision):
-                    d_loss = discriminator_loss(d_train(hr_img), d_train(sr.detach()))
-                opt_d.zero_grad(set_to_none=True)
-                scaler_d.scale(d_loss).backward()
-                scaler_d.step(opt_d)
-                scaler_d.update()
-                terms["d_loss"] = d_loss
-            terms["loss"] = total
-            step += 1
-            for k, v in terms.items():  # kept on the device: no host sync until the next log row
-                running.setdefault(k, []).append(v.detach().float())
-            if ddp.main:
-                bar.update(1)
-            val_now = bool(cfg.val_every) and step % cfg.val_every == 0
-            if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
-                means = {k: float(torch.stack(v).mean()) for k, v in running.items()}
-                bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k in ("loss", "adv", "d_loss")})
-                row: dict[str, Any] = {k: f"{v:.6g}" for k, v in means.items()}
-                mse = means["pixel_mse"]
-                row |= {"step": step, "w_mse": w_mse, "w_vgg": w_vgg, "lr": f"{lr_now:.3g}",
-                        "train_psnr": f"{10 * math.log10(4.0 / max(mse, 1e-12)):.3f}",
-                        "seconds": f"{time.time() - t0:.1f}"}
-                if (val_now or step == cfg.steps) and val_images:
-                    last_val = validate(_unwrap(gen), val_images, device=device, precision=precision)
-                    gen.train()
-                    row["val_psnr"] = f"{last_val:.3f}"
-                    msg = f"step {step}: validation Y-PSNR {last_val:.3f} dB"
-                    if val_condition is not None:
-                        deg = validate(_unwrap(gen), val_images, device=device, precision=precision,
-                                       condition=val_condition)
-                        gen.train()
-                        row["val_psnr_deg"] = f"{deg:.3f}"
-                        msg += f", {val_condition.label} {deg:.3f} dB"
-                    bar.write(msg)
-                writer.writerow(row)
-                log.flush()
-                if row.get("val_psnr"):  # drawn after the row is in log.csv, so the curves include it
-                    _write_pictures(run_dir, _unwrap(gen), val_images, device, precision)
-                    gen.train()
-                if tb is not None:
-                    for k in ("loss", "pixel_mse", "vgg", "adv", "d_loss", "train_psnr", "val_psnr"):
-                        if row.get(k) not in (None, ""):
-                            tb.add_scalar(k, float(row[k]), step)
-                running = {}
-            if step % cfg.ckpt_every == 0:
-                save_checkpoint()
-            if cfg.keep_every and step % cfg.keep_every == 0:
-                keep_snapshot()
-    except KeyboardInterrupt:
-        save_checkpoint()
-        raise
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-        if tb is not None:
-            tb.close()
-    save_checkpoint()
-    in_sync = _ranks_in_sync(gen, ddp)
+                val_now = bool(cfg.val_every) and step % cfg.val_every == 0
+                if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
+                    val = val_deg = None
+                    if (val_now or step == cfg.steps) and run.val_images:
+                        val = last_val = validate(_unwrap(run.gen), run.val_images, device=device, precision=precision)
+                        if run.val_condition is not None:
+                            val_deg = (run.val_condition.label,
+                                       validate(_unwrap(run.gen), run.val_images, device=device, precision=precision,
+                                                condition=run.val_condition))
+                        run.gen.train()
+                    log.row(step, lr=lr_now, w_mse=w_mse, w_vgg=w_vgg, seconds=time.time() - t0, val_psnr=val,
+                            val_deg=val_deg)
+                    if val is not None:  # drawn after the row is in log.csv, so the curves include it
+                        _write_pictures(run.run_dir, _unwrap(run.gen), run.val_images, device, precision)
+                        run.gen.train()
+                if step % cfg.ckpt_every == 0:
+                    save_checkpoint(run)
+                if cfg.keep_every and step % cfg.keep_every == 0:
+                    keep_snapshot(run)
+        except KeyboardInterrupt:
+            save_checkpoint(run)
+            raise
+    save_checkpoint(run)
+    in_sync = _ranks_in_sync(run.gen, ddp)
     if ddp.main:
-        (run_dir / "final.json").write_text(json.dumps(
-            {"step": step, "stopped_early": out_of_time, "val_psnr": last_val, "world_size": ddp.world, "ranks_in_sync": in_sync,
-             "device": str(device), "precision": precision, "seconds": round(time.time() - t0, 1),
-             "config": to_dict(cfg)}, indent=2))
+        with atomic_output(run.run_dir / "final.json") as tmp:
+            tmp.write_text(json.dumps(
+                {"step": run.step, "stopped_early": out_of_time, "val_psnr": last_val, "world_size": ddp.world,
+                 "ranks_in_sync": in_sync, "device": str(device), "precision": precision,
+                 "seconds": round(time.time() - t0, 1), "config": to_dict(cfg)}, indent=2))
     if ddp.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     if not in_sync:
         raise VsrError("the ranks ended with different generator weights (DDP out of sync)")
-    return run_dir
+    return run.run_dir
 
 
 def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor], device: torch.device,
                     precision: str) -> None:
     """PSNR curves (train and validation over steps) and the comparison grid, refreshed at each validation."""
-    import cv2
-
-    rows = list(csv.DictReader(open(run_dir / "log.csv")))
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     series = {"train (RGB, crops)": [(int(r["step"]), float(r["train_psnr"])) for r in rows if r.get("train_psnr")],
               "validation (Y, 4-px crop)": [(int(r["step"]), float(r["val_psnr"])) for r in rows if r.get("val_psnr")]}
     line_plot(series, run_dir / "curves.png", title="PSNR (dB) over steps")
     grid = comparison_grid(gen, val_images, device=device, precision=precision)
-    cv2.imwrite(str(run_dir / "grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    write_image(run_dir / "grid.png", grid)
 
 
 def _time_is_up(limit: float, t0: float, ddp: Dist, device: torch.device) -> bool:
@@ -388,13 +509,6 @@ def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file beside ``path``: an interrupted save never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _snapshot_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "snapshots" / f"step{step:07d}.pt"
 
@@ -406,7 +520,7 @@ def load_snapshot(run_dir: str | Path, step: int) -> dict[str, Any]:
         kept = sorted(int(p.stem.removeprefix("step")) for p in path.parent.glob("step*.pt"))
         raise VsrError(f"{run_dir}: no snapshot of step {step} "
                        f"(kept: {', '.join(map(str, kept)) or 'none; train with --keep-every N'})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return weights_io.load_checkpoint(path)
 
 
 def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = False, step: int | None = None,
@@ -415,8 +529,10 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     config as metadata."""
     ck = load_checkpoint(run_dir) if step is None else load_snapshot(run_dir, step)
     model = SRResNet()
-    model.load_state_dict(ck["model"])
-    meta = {"name": name, "arch": "srresnet", "arch_kwargs": {"num_blocks": 16, "channels": 64, "scale": 4},
-            "input_range": "[0, 1] RGB", "output_range": "[-1, 1] RGB", "steps": int(ck["step"]),
-            "train_config": ck["config"], "degradation": ck.get("degradation", {"name": "bi"}), **(extra_meta or {})}
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise WeightsError(f"{run_dir}: its generator does not match SRResNet ({str(exc).splitlines()[0]})") from None
+    meta = {"name": name, "steps": int(ck["step"]), "train_config": ck["config"],
+            "degradation": ck.get("degradation", {"name": "bi"}), **(extra_meta or {})}
     return weights_io.save(model, out, meta=meta, half=half)

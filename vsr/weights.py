@@ -1,77 +1,118 @@
-"""Named generator weights described as data, and the only place that reads or writes weight files.
+"""Every ``.pt`` file vsr reads or writes (generator weights, training checkpoints and snapshots, VGG19), and
+the model descriptors that say what a network is.
 
-A weights file is ``torch.save`` of a plain dict ``{"format", "meta", "state_dict"}`` that loads with
-``weights_only=True``. ``meta`` says what the network is (arch, scale, value ranges) and how it was
-made (recipe, steps, measured PSNR) so a file is self-describing wherever it is copied.
+All reads use ``torch.load(..., weights_only=True)``: a file whose pickle would run code is refused, never
+executed. All writes go through ``vsr.atomic.atomic_output``. A weights file is a plain dict
+``{"format", "meta", "state_dict"}``; ``meta`` names the architecture and its keyword arguments (the
+descriptor follows from them) and records how the file was made (``name``, ``steps``, ``train_config``).
+torch and the architectures are imported where they are used, so naming the shipped models (the CLI's
+defaults) costs nothing.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from vsr.atomic import atomic_output
 from vsr.errors import WeightsError
-from vsr.models import ARCHITECTURES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "vsr-weights-v1"
 WEIGHTS_DIR = Path(os.environ.get("VSR_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+SRRESNET_PARAMS = {"num_blocks": 16, "channels": 64, "scale": 4}
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What a generator is, as data: everything ``vsr.inference.Upscaler`` needs to run it correctly.
+
+    ``input_range`` / ``output_range``: the values the network takes and gives for black..white;
+    ``size_multiple``: input height and width are padded up to a multiple of it (and the output cropped);
+    ``tiling``: whether the network may run on overlapping tiles (false for anything with global context);
+    ``activation_elements``: peak activation elements per input pixel, for the memory budget.
+    """
+
+    arch: str
+    scale: int
+    params: dict[str, Any] = field(default_factory=dict)
+    in_channels: int = 3
+    out_channels: int = 3
+    input_range: tuple[float, float] = (0.0, 1.0)
+    output_range: tuple[float, float] = (-1.0, 1.0)
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    tiling: bool = True
+    size_multiple: int = 1
+    activation_elements: int = 3 * 64 * 16
+
+    def build(self) -> nn.Module:
+        """A randomly initialised instance of the architecture."""
+        from vsr.models import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise WeightsError(f"unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURES)})")
+        try:
+            return ARCHITECTURES[self.arch](**self.params)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"{self.arch}({self.params}): {exc}") from None
+
+
+def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
+    """The descriptor of a known architecture with these keyword arguments."""
+    if arch != "srresnet":
+        raise WeightsError(f"unknown architecture {arch!r} (known: srresnet)")
+    params = SRRESNET_PARAMS | dict(params)
+    # SRResNet's peak: about three ``channels``-wide maps alive at the output resolution
+    return ModelDescriptor(arch=arch, scale=int(params["scale"]), params=params,
+                           activation_elements=3 * int(params["channels"]) * int(params["scale"]) ** 2)
+
+
+def describe_model(model: nn.Module) -> ModelDescriptor:
+    """The descriptor of a model instance: exact for an ``SRResNet``; for any other module (test stand-ins,
+    benchmarks' baselines) the SRResNet contract with its ``scale`` attribute (default 4)."""
+    from vsr.models import SRResNet
+
+    if isinstance(model, SRResNet):
+        params = {"num_blocks": len(model.blocks), "channels": model.head[0].out_channels, "scale": model.scale}
+        return describe("srresnet", params)
+    return ModelDescriptor(arch=type(model).__name__, scale=int(getattr(model, "scale", 4)))
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """A shipped model: its name, file, architecture and what is known about its quality."""
+    """A shipped model: its name and file (how it was trained and its quality: weights/MODEL_CARD.md)."""
 
     name: str
     file: str
-    arch: str = "srresnet"
-    arch_kwargs: dict[str, Any] = field(default_factory=lambda: {"num_blocks": 16, "channels": 64, "scale": 4})
-    input_range: str = "[0, 1] RGB"
-    output_range: str = "[-1, 1] RGB"
-    recipe: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.file
 
 
-# The shipped models; the first is the default for `vsr upscale`. Metrics are the measured Y-PSNR (dB)
-# recorded in weights/MODEL_CARD.md.
+# The shipped models; the first is the default for `vsr upscale`.
 SHIPPED: dict[str, WeightsSpec] = {
-    spec.name: spec
-    for spec in [
-        WeightsSpec(
-            name="srresnet-mse",
-            file="srresnet-mse.pt",
-            recipe="SRResNet, MSE loss, Adam, BSDS500+Sun-Hays80 with bicubic x4 LR: 8k steps of 16x96x96 crops on a CPU, "
-                   "then 10.4k steps of 64x128x128 on an H200 (see MODEL_CARD.md)",
-        ),
-        WeightsSpec(
-            name="srgan-perpix",
-            file="srgan-perpix.pt",
-            recipe="SRGAN generator fine-tuned from srresnet-mse with the Per-Pix loss (MSE + VGG54 + 1e-3 adversarial), "
-                   "the recipe's schedule compressed; step 1425 on an H200, fp16 (see MODEL_CARD.md)",
-        ),
-    ]
+    spec.name: spec for spec in [WeightsSpec("srresnet-mse", "srresnet-mse.pt"), WeightsSpec("srgan-perpix", "srgan-perpix.pt")]
 }
 DEFAULT_WEIGHTS = "srresnet-mse"
 
 
 @dataclass
 class LoadedWeights:
-    """A ready model plus the metadata it was loaded with."""
+    """A ready model, its descriptor, and the metadata of the file it came from."""
 
     model: nn.Module
+    descriptor: ModelDescriptor
     meta: dict[str, Any]
     path: Path
 
     @property
     def scale(self) -> int:
-        return int(self.meta["arch_kwargs"].get("scale", 4))
+        return self.descriptor.scale
 
 
 def resolve(name_or_path: str) -> Path:
@@ -89,11 +130,37 @@ def resolve(name_or_path: str) -> Path:
     )
 
 
-def build_model(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
-    """Instantiate an architecture by name (keyword-only arguments from the metadata)."""
-    if arch not in ARCHITECTURES:
-        raise WeightsError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[arch](**arch_kwargs)
+def _read(path: Path, what: str) -> Any:
+    """``torch.load`` with ``weights_only``: anything that is not plain tensors and containers is refused."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such {what}") from None
+    except Exception as exc:  # torch raises many types for truncated zips and foreign or unsafe pickles
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: not a readable {what} ({type(exc).__name__}: {first})") from None
+
+
+def _write(obj: Any, path: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped module's state dict, so wrapper prefixes never reach a file."""
+    return _unwrap(model).state_dict()
 
 
 def _canonical_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -107,23 +174,7 @@ def _canonical_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def load(name_or_path: str = DEFAULT_WEIGHTS) -> LoadedWeights:
-    """Load a weights file safely (``weights_only``), checking its format and every tensor shape."""
-    path = resolve(name_or_path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated zips / foreign pickles
-        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or "state_dict" not in blob:
-        raise WeightsError(f"{path}: not a vsr weights file (expected a dict with format {FORMAT!r}); "
-                           "export training runs with `vsr train export`")
-    meta = dict(blob.get("meta") or {})
-    arch = meta.get("arch", "srresnet")
-    kwargs = dict(meta.get("arch_kwargs") or {"num_blocks": 16, "channels": 64, "scale": 4})
-    meta["arch"], meta["arch_kwargs"] = arch, kwargs
-    model = build_model(arch, kwargs)
-    state = _canonical_keys(blob["state_dict"])
-    expected = model.state_dict()
+def _check_keys(path: Path, what: str, expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -136,27 +187,52 @@ def load(name_or_path: str = DEFAULT_WEIGHTS) -> LoadedWeights:
         if wrong:
             k = wrong[0]
             detail.append(f"{len(wrong)} with wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
-        raise WeightsError(f"{path}: weights do not match {arch}({kwargs}): " + "; ".join(detail))
+        raise WeightsError(f"{path}: weights do not match {what}: " + "; ".join(detail))
+
+
+def load(name_or_path: str = DEFAULT_WEIGHTS) -> LoadedWeights:
+    """Load a weights file safely (``weights_only``), checking its format and every tensor shape."""
+    path = resolve(name_or_path)
+    blob = _read(path, "weights file")
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("state_dict"), dict):
+        raise WeightsError(f"{path}: not a vsr weights file (expected a dict with format {FORMAT!r}); "
+                           "export training runs with `vsr train export`")
+    meta = dict(blob.get("meta") or {})
+    descriptor = describe(meta.get("arch", "srresnet"), meta.get("arch_kwargs") or {})
+    meta["arch"], meta["arch_kwargs"] = descriptor.arch, descriptor.params
+    model = descriptor.build()
+    state = _canonical_keys(blob["state_dict"])
+    _check_keys(path, f"{descriptor.arch}({descriptor.params})", model.state_dict(), state)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval().requires_grad_(False)
-    return LoadedWeights(model=model, meta=meta, path=path)
+    return LoadedWeights(model=model, descriptor=descriptor, meta=meta, path=path)
 
 
 def save(model: nn.Module, path: str | Path, *, meta: dict[str, Any], half: bool = False) -> Path:
-    """Write an inference-only weights file (atomically); ``half`` stores fp16 tensors."""
-    path = Path(path)
-    module = getattr(model, "module", model)
-    module = getattr(module, "_orig_mod", module)
+    """Write an inference-only weights file (atomically); ``half`` stores fp16 tensors.
+
+    The architecture and its arguments are taken from the model itself, so they always match the tensors.
+    """
+    descriptor = describe_model(_unwrap(model))
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in module.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+             for k, v in state_dict_of(model).items()}
+    meta = dict(meta) | {"arch": descriptor.arch, "arch_kwargs": descriptor.params}
+    return _write({"format": FORMAT, "meta": meta, "state_dict": state}, Path(path))
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write a training checkpoint or snapshot (a dict of tensors, numbers and plain containers) atomically."""
+    return _write(state, Path(path))
+
+
+def load_checkpoint(path: str | Path, *, required: tuple[str, ...] = ("model", "step", "config")) -> dict[str, Any]:
+    """Read a training checkpoint or snapshot; a corrupt file or one missing ``required`` keys is a WeightsError."""
+    path = Path(path)
+    state = _read(path, "checkpoint")
+    if not isinstance(state, dict) or any(k not in state for k in required):
+        have = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else type(state).__name__
+        raise WeightsError(f"{path}: not a vsr checkpoint (expected {', '.join(required)}; found {have})")
+    return state
 
 
 def load_vgg54(path: str | Path) -> nn.Module:
@@ -167,10 +243,7 @@ def load_vgg54(path: str | Path) -> nn.Module:
     if not path.is_file():
         raise WeightsError(f"{path}: VGG19 weights not found; pass --vgg-weights PATH "
                            "(the file is shared/weights/vgg19_features_conv54_fp16.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise WeightsError(f"{path}: not a readable VGG19 weights file ({type(exc).__name__})") from exc
+    state = _read(path, "VGG19 weights file")
     model = VGG54()
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state_dict of VGG19 conv layers")

@@ -1,4 +1,8 @@
-"""The ``vsr`` command: one module per subcommand, each thin (parse -> call the library -> print)."""
+"""The ``vsr`` command: one module per subcommand, each thin (parse -> call the library -> print).
+
+Command modules import torch, PyAV and the library inside their command functions, so ``vsr --help``
+(and any usage error) answers without loading them.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,12 +10,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import av
 import typer
 
 from vsr.errors import VsrError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain help (rich_markup_mode=None): typer's Rich formatter alone takes longer to import than the rest of --help.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="4x video super-resolution with SRResNet/SRGAN generators.")
 
 
@@ -23,15 +27,25 @@ def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
     except VsrError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except av.FFmpegError as exc:
-        typer.echo(f"error: FFmpeg failed: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {on_interrupt}", err=True)
         raise typer.Exit(130) from None
+    except Exception as exc:
+        message = _system_error(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _system_error(exc: Exception) -> str | None:
+    """The one-line message of an FFmpeg or operating-system error (None: a bug, left to surface)."""
+    av = sys.modules.get("av")  # only a command that imported PyAV can have an FFmpeg error
+    if av is not None and isinstance(exc, av.FFmpegError):
+        return f"FFmpeg failed: {exc}"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}"
+    return None
 
 
 def setup_logging(quiet: bool) -> None:

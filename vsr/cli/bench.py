@@ -7,12 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vsr import bench as bench_lib
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import UpscaleConfig
-from vsr.degrade import parse_condition
-from vsr.pipeline import build_engine
-from vsr.report import write_report
 from vsr.weights import DEFAULT_WEIGHTS
 
 
@@ -29,6 +25,11 @@ def bench(
     report: Annotated[Optional[Path], typer.Option(help="Write an HTML report (tables, chart, comparison crops) here.")] = None,
 ) -> None:
     """Measure PSNR/SSIM (Y and RGB) per clip/image with the literature's protocol, plus speed."""
+    from vsr import bench as bench_lib  # torch and the engine are imported by the command, not by `--help`
+    from vsr.degrade import parse_condition
+    from vsr.pipeline import build_engine
+    from vsr.report import write_report
+
     setup_logging(False)
     results = []
     with user_errors():

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from tqdm import tqdm
 
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import UpscaleConfig
 from vsr.errors import InputError
-from vsr.pipeline import Result, build_engine, is_image_path
-from vsr.video import VideoInfo
 from vsr.weights import DEFAULT_WEIGHTS
+
+if TYPE_CHECKING:
+    from vsr.pipeline import Result
+    from vsr.video import VideoInfo
 
 
 def default_output(src: Path, scale: int) -> Path:
@@ -47,6 +48,10 @@ def upscale(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line and errors.")] = False,
 ) -> None:
     """Upscale a video (audio, subtitles, timing and colour kept), an image, or a folder, 4x."""
+    from tqdm import tqdm  # the engine (torch, PyAV) is imported by the command, not by `--help`
+
+    from vsr.pipeline import build_engine, is_image_path
+
     setup_logging(quiet)
     cfg = UpscaleConfig(weights=weights, device=device, precision=precision, batch_size=batch_size, tile=tile,
                         tile_overlap=tile_overlap, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
