@@ -1,5 +1,6 @@
 """`vsr serve`: every endpoint and error in-process, a restart with jobs queued, a real server over
 loopback, and a bounded concurrent load test with and without dynamic batching."""
+import http.client
 import json
 import sys
 import time
@@ -198,5 +199,29 @@ def test_real_server_over_loopback_and_load(tmp_path: Path, tiny_weights: Path):
                     str(tmp_path / label)) as url:
             assert json.loads(urllib.request.urlopen(url + "/healthz").read())["status"] == "ok"
             rates[label] = load(url, frames, expected, clients=8, requests=20)
+            if label == "batching":
+                _hostile_over_a_real_socket(int(url.rsplit(":", 1)[1]))
     print("load test, 8 clients x 20 requests of 1x16x16x3, tiny model, CPU fp32: "
           + ", ".join(f"{k} {v:.1f} req/s" for k, v in rates.items()))
+
+
+def _hostile_over_a_real_socket(port: int) -> None:
+    """What TestClient cannot show: refusals on a real connection, before the body is sent."""
+    def ask(method: str, path: str, headers: dict, body: bytes | None = None) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_host="host" in headers)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders(body)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    start = time.perf_counter()  # a 100 GB body is announced, none of it sent: refused from the headers
+    assert ask("POST", "/v1/predict", {"content-type": "application/json", "content-length": str(100 << 30)}) == 413
+    assert time.perf_counter() - start < 5
+    assert ask("GET", "/healthz", {"host": "evil.example"}) == 400
+    assert ask("GET", "/healthz", {"host": f"localhost:{port}"}) == 200
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert ask("POST", "/v1/predict", {"content-type": "application/json", "content-length": str(len(deep))}, deep) == 400
