@@ -172,12 +172,11 @@ def test_cancel_a_running_job(tmp_path: Path):
 
 
 def test_running_job_interrupted_by_restart_is_run_again(tmp_path: Path):
-    store = jobs_mod.JobStore(tmp_path / "work")
-    store.folder("j1").mkdir(parents=True)
-    make_clip(store.folder("j1") / "input.mp4", frames=4)
-    store.create("j1", "input.mp4", 4)
-    store.update("j1", status="running", frames_done=2)  # as if the server died mid-job
-    store.db.close()
+    with jobs_mod.JobStore(tmp_path / "work") as store:
+        store.folder("j1").mkdir(parents=True)
+        make_clip(store.folder("j1") / "input.mp4", frames=4)
+        store.create("j1", "input.mp4", 4, max_queued=1)
+        store.update("j1", status="running", frames_done=2)  # as if the server died mid-job
     with _client(tmp_path) as client:
         job = _wait(client, "j1")
         assert job["status"] == "done" and "restart" in job["note"]

@@ -178,6 +178,8 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         """Store the upload in a new job folder, check it, queue it (all or nothing); in a worker thread."""
         suffix = rq.upload_suffix(file.filename, rq.VIDEO_CONTAINERS)
         store: JobStore = state["store"]
+        if store.queued() >= cfg.queue_length:  # early, cheap; create() checks again atomically
+            raise rq.RequestError(429, "the job queue is full; retry later")
         with store.admit() as (job_id, folder):
             path = folder / f"input{suffix}"
             file.file.seek(0)

@@ -79,8 +79,7 @@ class JobStore:
         """Queue the job, unless ``max_queued`` jobs are queued already (checked and inserted atomically)."""
         now = time.time()
         with self.lock, self.db:
-            queued = self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
-            if queued >= max_queued:
+            if self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0] >= max_queued:
                 raise QueueFull
             self.db.execute("INSERT INTO jobs (id, status, filename, frames_total, created, updated) "
                             "VALUES (?,?,?,?,?,?)", (job_id, "queued", filename, frames_total, now, now))
@@ -98,6 +97,10 @@ class JobStore:
         with self.lock:
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return dict(row) if row else None
+
+    def queued(self) -> int:
+        with self.lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
 
     def claim(self) -> dict[str, Any] | None:
         """The oldest queued job, now 'running' (one statement: a cancel in between leaves nothing to claim)."""
