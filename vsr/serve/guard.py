@@ -128,14 +128,14 @@ class Guard:
         finally:
             log.info("%s %s %d %.1f ms", method, path, status[0], (time.perf_counter() - started) * 1000)
 
-    def admit(self, scope: dict) -> tuple[int, str] | tuple[int, str, dict[str, str]] | None:
+    def admit(self, scope: dict) -> tuple[int, str, dict[str, str]] | None:
         """Why the request must be refused before its body is read (status, message, headers), or None."""
         headers = Headers(scope=scope)
         if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
-            return 400, "invalid Host header (this server answers only to its loopback names)"
+            return 400, "invalid Host header (this server answers only to its loopback names)", {}
         origin = headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
-            return 403, "cross-origin requests are refused (start the server with --cors-origin to allow one)"
+            return 403, "cross-origin requests are refused (start the server with --cors-origin to allow one)", {}
         if self.token and scope["path"] not in self.public_paths:
             got = headers.get("authorization", "").encode()
             if not hmac.compare_digest(got, self.token):
