@@ -510,3 +510,25 @@ def test_job_output_equals_the_cli_with_requests_running_beside_it(tmp_path: Pat
         (tmp_path / "job.mkv").write_bytes(client.get(f"/v1/jobs/{job['id']}/result").content)
     served, direct = _decoded(tmp_path / "job.mkv"), _decoded(tmp_path / "cli.mkv")
     assert served.shape == (10, 128, 192, 3) and np.array_equal(served, direct)
+
+
+def test_cli_wires_the_options_and_refuses_an_empty_env_token(tmp_path: Path, monkeypatch, tiny_weights: Path):
+    import uvicorn
+
+    from vsr.cli import app as cli
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    args = ["serve", "--weights", str(tiny_weights), "--device", "cpu", "--workdir", str(tmp_path / "w"),
+            "--cors-origin", "http://a.example", "--cors-origin", "http://b.example", "--no-docs"]
+    r = CliRunner().invoke(cli, args, env={"VSR_TOKEN": "from-env"})
+    assert r.exit_code == 0, r.output
+    assert seen["timeout_keep_alive"] == ServeConfig().keep_alive_s and seen["host"] == "127.0.0.1"
+    with TestClient(seen["app"], base_url=BASE) as client:  # slow clients: keep-alive closed; token from the env
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer from-env"}).status_code == 200
+        assert client.get("/openapi.json", headers={"Authorization": "Bearer from-env"}).status_code == 404
+        pre = client.options("/v1/predict", headers={"origin": "http://b.example", "access-control-request-method": "POST"})
+        assert pre.headers["access-control-allow-origin"] == "http://b.example"
+    r = CliRunner().invoke(cli, args, env={"VSR_TOKEN": ""})
+    assert r.exit_code == 1 and "--token is empty" in r.output
