@@ -99,8 +99,8 @@ def _guard(app, limit: int = 100, **kw) -> guard_mod.Guard:
     return guard_mod.Guard(app, **args)
 
 
-def _call(guard, receive, headers=()) -> tuple[list[dict], list[dict]]:
-    """Run one HTTP request through ``guard``; returns (messages sent, messages the app received)."""
+def _call(guard, receive, headers=()) -> list[dict]:
+    """Run one HTTP request through ``guard``; returns the messages it sent to the client."""
     sent: list[dict] = []
     scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": [(k.encode(), v.encode()) for k, v in headers]}
 
@@ -108,7 +108,7 @@ def _call(guard, receive, headers=()) -> tuple[list[dict], list[dict]]:
         sent.append(m)
 
     asyncio.run(guard(scope, receive, send))
-    return sent, []
+    return sent
 
 
 async def _reading_app(scope, receive, send):
@@ -132,7 +132,7 @@ def test_guard_counts_streamed_bytes_and_stops_reading():
         pulled.append(1)
         return {"type": "http.request", "body": b"x" * 30, "more_body": True}
 
-    sent, _ = _call(_guard(_reading_app, limit=100), endless_chunks)
+    sent = _call(_guard(_reading_app, limit=100), endless_chunks)
     assert sent[0]["status"] == 413 and len(sent) == 2  # the app's answer to the disconnect was dropped
     assert len(pulled) == 4  # 120 bytes pulled: refused at the first chunk over the limit
     chunks = iter([b"x" * 30, b"x" * 30, b""])
@@ -141,7 +141,7 @@ def test_guard_counts_streamed_bytes_and_stops_reading():
         b = next(chunks)
         return {"type": "http.request", "body": b, "more_body": bool(b)}
 
-    sent, _ = _call(_guard(_reading_app, limit=100), small)
+    sent = _call(_guard(_reading_app, limit=100), small)
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"60"
 
 
@@ -149,16 +149,16 @@ def test_guard_refuses_a_declared_length_before_reading_and_times_out_stalled_bo
     async def never():
         raise AssertionError("the body must not be read")
 
-    sent, _ = _call(_guard(_reading_app, limit=100), never, headers=[("content-length", "101")])
+    sent = _call(_guard(_reading_app, limit=100), never, headers=[("content-length", "101")])
     assert sent[0]["status"] == 413
-    sent, _ = _call(_guard(_reading_app, limit=100), never, headers=[("content-length", "1e9")])
+    sent = _call(_guard(_reading_app, limit=100), never, headers=[("content-length", "1e9")])
     assert sent[0]["status"] == 400
 
     async def stalled():
         await asyncio.sleep(30)
 
     start = time.perf_counter()
-    sent, _ = _call(_guard(_reading_app, limit=100, read_timeout=0.2), stalled)
+    sent = _call(_guard(_reading_app, limit=100, read_timeout=0.2), stalled)
     assert sent[0]["status"] == 408 and time.perf_counter() - start < 5
 
 
