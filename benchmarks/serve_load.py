@@ -30,26 +30,36 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(args: list[str], workdir: str, headers: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run `vsr serve` on a free loopback port; yields (base URL, process) once /healthz answers."""
+    port = free_port()
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "server.log")  # a file, not a pipe: a full pipe would stall the server
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 "--workdir", workdir, *args], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            for _ in range(600):
+                try:
+                    urllib.request.urlopen(urllib.request.Request(url + "/healthz", headers=headers or {}), timeout=1)
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        with open(log_path, "rb") as f:
+                            raise RuntimeError(f.read().decode()[-2000:]) from None
+                    time.sleep(0.1)
+            yield url, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@contextmanager
 def server(args: list[str], workdir: str) -> Iterator[str]:
     """Run `vsr serve` on a free loopback port; yields its base URL once /healthz answers."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--workdir", workdir, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stdout.read().decode()[-2000:])
-                time.sleep(0.1)
+    with server_process(args, workdir) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def load(url: str, frames: np.ndarray, expected: np.ndarray, clients: int, requests: int) -> float:

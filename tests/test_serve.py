@@ -1,5 +1,6 @@
 """`vsr serve`: every endpoint and error in-process, a restart with jobs queued, a real server over
 loopback, and a bounded concurrent load test with and without dynamic batching."""
+import http.client
 import json
 import sys
 import time
@@ -17,6 +18,11 @@ from fastapi.testclient import TestClient
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
 from vsr.serve import ServeConfig, create_app
+from vsr.serve import batcher as batcher_mod
+from vsr.serve import jobs as jobs_mod
+
+
+BASE = "http://127.0.0.1:8000"  # the Host a loopback-bound server answers to
 
 
 def _engine() -> Engine:
@@ -25,7 +31,7 @@ def _engine() -> Engine:
 
 def _client(tmp_path: Path, **kw) -> TestClient:
     cfg = ServeConfig(workdir=str(tmp_path / "work"), **kw)
-    return TestClient(create_app(_engine(), {"name": "tiny"}, cfg))
+    return TestClient(create_app(_engine(), {"name": "tiny"}, cfg), base_url=BASE)
 
 
 def _wait(client: TestClient, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
@@ -69,15 +75,17 @@ def test_predict_rejects_bad_input(tmp_path: Path, body: bytes, status: int, wor
         assert r.status_code == status and words in r.json()["detail"], r.text
 
 
-def test_upload_limit_and_token(tmp_path: Path):
-    with _client(tmp_path, max_upload_mb=0.001, token="s3cret") as client:
+def test_token(tmp_path: Path):
+    with _client(tmp_path, token="s3cret") as client:
         assert client.get("/healthz").status_code == 200
-        assert client.get("/v1/models").status_code == 401
+        r = client.get("/v1/models")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert client.get("/v1/models", headers={"Authorization": "Bearer s3cre"}).status_code == 401
         auth = {"Authorization": "Bearer s3cret"}
         models = client.get("/v1/models", headers=auth).json()["models"]
         assert models[0]["name"] == "tiny" and models[0]["scale"] == 4
-        big = {"instances": np.zeros((1, 30, 30, 3), int).tolist()}
-        assert client.post("/v1/predict", json=big, headers=auth).status_code == 413
+        ok = {"instances": np.zeros((1, 3, 3, 3), int).tolist()}
+        assert client.post("/v1/predict", json=ok, headers=auth).status_code == 200
 
 
 def test_images_endpoint(tmp_path: Path):
@@ -100,8 +108,8 @@ def test_video_job_lifecycle(tmp_path: Path):
         assert job["status"] == "done" and job["frames_done"] == 8 and job["progress"] == 1.0
         r = client.get(f"/v1/jobs/{job['id']}/result")
         assert r.status_code == 200
-        (tmp_path / "out.mp4").write_bytes(r.content)
-        out = probe(tmp_path / "out.mp4")
+        (tmp_path / "out.mkv").write_bytes(r.content)
+        out = probe(tmp_path / "out.mkv")
         assert out["frames"] == 8 and (out["width"], out["height"]) == (128, 96) and out["audio_codec"] == "aac"
         bad = client.post("/v1/jobs", files={"file": ("x.mp4", b"hello" * 100, "video/mp4")})
         assert bad.status_code == 415 and "not a readable media file" in bad.json()["detail"]
@@ -109,29 +117,25 @@ def test_video_job_lifecycle(tmp_path: Path):
 
 
 def test_jobs_survive_a_restart_and_can_be_cancelled(tmp_path: Path, monkeypatch):
-    import vsr.serve as serve_mod
-
     clip = make_clip(tmp_path / "in.mp4", frames=6)
     cfg = ServeConfig(workdir=str(tmp_path / "work"))
-    run_jobs = serve_mod.JobWorker._loop
-    monkeypatch.setattr(serve_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # a server that never gets to them
-    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg)) as first:
+    run_jobs = jobs_mod.JobWorker._loop
+    monkeypatch.setattr(jobs_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # a server that never gets to them
+    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg), base_url=BASE) as first:
         ids = [first.post("/v1/jobs", files={"file": ("in.mp4", clip.read_bytes(), "video/mp4")}).json()["id"]
                for _ in range(2)]
         assert first.delete(f"/v1/jobs/{ids[1]}").json()["status"] == "cancelled"
         assert first.get(f"/v1/jobs/{ids[0]}").json()["status"] == "queued"
-    monkeypatch.setattr(serve_mod.JobWorker, "_loop", run_jobs)
-    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg)) as restarted:  # a new server, same workdir
+    monkeypatch.setattr(jobs_mod.JobWorker, "_loop", run_jobs)
+    with TestClient(create_app(_engine(), {"name": "tiny"}, cfg), base_url=BASE) as restarted:  # a new server, same workdir
         assert _wait(restarted, ids[0])["status"] == "done"
         assert restarted.get(f"/v1/jobs/{ids[1]}").json()["status"] == "cancelled"
         assert restarted.get(f"/v1/jobs/{ids[1]}/result").status_code == 409
 
 
 def test_job_queue_and_upload_limits(tmp_path: Path, monkeypatch):
-    import vsr.serve as serve_mod
-
     clip = make_clip(tmp_path / "in.mp4", frames=4)
-    monkeypatch.setattr(serve_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # jobs stay queued
+    monkeypatch.setattr(jobs_mod.JobWorker, "_loop", lambda self: self._stop.wait())  # jobs stay queued
     with _client(tmp_path, queue_length=1) as client:
         files = {"file": ("in.mp4", clip.read_bytes(), "video/mp4")}
         assert client.post("/v1/jobs", files=files).status_code == 202
@@ -143,18 +147,15 @@ def test_job_queue_and_upload_limits(tmp_path: Path, monkeypatch):
 
 
 def test_batcher_queue_full_is_429(tmp_path: Path, monkeypatch):
-    import vsr.serve as serve_mod
-
-    batcher = serve_mod.Batcher(_engine(), window_ms=1, max_frames=8, queue_length=1)
-    batcher.close()  # nothing drains the queue now
+    batcher = batcher_mod.Batcher(_engine().upscaler, window_ms=1, max_frames=8, queue_length=1)  # never started
     batcher.submit(np.zeros((1, 4, 4, 3), np.uint8))
-    with pytest.raises(serve_mod.Busy):
+    with pytest.raises(batcher_mod.Busy):
         batcher.submit(np.zeros((1, 4, 4, 3), np.uint8))
 
     def busy(self, frames):
-        raise serve_mod.Busy
+        raise batcher_mod.Busy
 
-    monkeypatch.setattr(serve_mod.Batcher, "submit", busy)
+    monkeypatch.setattr(batcher_mod.Batcher, "submit", busy)
     with _client(tmp_path) as client:
         r = client.post("/v1/predict", json={"instances": np.zeros((1, 4, 4, 3), int).tolist()})
         assert r.status_code == 429 and "retry" in r.json()["detail"]
@@ -171,14 +172,11 @@ def test_cancel_a_running_job(tmp_path: Path):
 
 
 def test_running_job_interrupted_by_restart_is_run_again(tmp_path: Path):
-    from vsr.serve import JobStore
-
-    store = JobStore(tmp_path / "work")
-    store.folder("j1").mkdir(parents=True)
-    make_clip(store.folder("j1") / "input.mp4", frames=4)
-    store.create("j1", "input.mp4", 4)
-    store.update("j1", status="running", frames_done=2)  # as if the server died mid-job
-    store.db.close()
+    with jobs_mod.JobStore(tmp_path / "work") as store:
+        store.folder("j1").mkdir(parents=True)
+        make_clip(store.folder("j1") / "input.mp4", frames=4)
+        store.create("j1", "input.mp4", 4, max_queued=1)
+        store.update("j1", status="running", frames_done=2)  # as if the server died mid-job
     with _client(tmp_path) as client:
         job = _wait(client, "j1")
         assert job["status"] == "done" and "restart" in job["note"]
@@ -200,5 +198,29 @@ def test_real_server_over_loopback_and_load(tmp_path: Path, tiny_weights: Path):
                     str(tmp_path / label)) as url:
             assert json.loads(urllib.request.urlopen(url + "/healthz").read())["status"] == "ok"
             rates[label] = load(url, frames, expected, clients=8, requests=20)
+            if label == "batching":
+                _hostile_over_a_real_socket(int(url.rsplit(":", 1)[1]))
     print("load test, 8 clients x 20 requests of 1x16x16x3, tiny model, CPU fp32: "
           + ", ".join(f"{k} {v:.1f} req/s" for k, v in rates.items()))
+
+
+def _hostile_over_a_real_socket(port: int) -> None:
+    """What TestClient cannot show: refusals on a real connection, before the body is sent."""
+    def ask(method: str, path: str, headers: dict, body: bytes | None = None) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_host="host" in headers)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders(body)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    start = time.perf_counter()  # a 100 GB body is announced, none of it sent: refused from the headers
+    assert ask("POST", "/v1/predict", {"content-type": "application/json", "content-length": str(100 << 30)}) == 413
+    assert time.perf_counter() - start < 5
+    assert ask("GET", "/healthz", {"host": "evil.example"}) == 400
+    assert ask("GET", "/healthz", {"host": f"localhost:{port}"}) == 200
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert ask("POST", "/v1/predict", {"content-type": "application/json", "content-length": str(len(deep))}, deep) == 400

@@ -65,12 +65,17 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     workdir: str = "vsr-serve"
-    max_upload_mb: float = 512.0
+    max_upload_mb: float = 512.0  # one video upload (/v1/jobs); the other bodies' limits follow from the pixel limits
     max_pixels: int = 2_000_000  # input pixels per image (H x W)
     max_batch: int = 16  # instances per /v1/predict request
     queue_length: int = 64  # pending batcher requests, and queued video jobs
     batch_window_ms: float = 5.0  # how long the batcher waits for more requests
     max_batch_frames: int = 8  # frames per device batch
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call the API
+    keep_results_hours: float = 24.0  # finished jobs (and their files) are deleted after this; 0 = keep
+    read_timeout_s: float = 30.0  # a request body that sends nothing for this long is answered 408
+    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
+    docs: bool = True  # /docs (a self-contained page) and /openapi.json
 
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:

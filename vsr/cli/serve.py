@@ -1,6 +1,8 @@
-"""``vsr serve``: the HTTP service (JSON batch prediction, images, video jobs) on one model."""
+"""``vsr serve``: the HTTP service (array batch prediction, images, video jobs) on one model."""
 from __future__ import annotations
 
+import logging
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -13,19 +15,23 @@ D = ServeConfig()
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = D.host,
-    port: Annotated[int, typer.Option(help="TCP port.")] = D.port,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default; then only loopback Host names are answered).")] = D.host,
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = D.port,
     weights: Annotated[str, typer.Option(help="Shipped model name or .pt file.")] = DEFAULT_WEIGHTS,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = "auto",
-    token: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer TOKEN' (or set VSR_TOKEN).")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer TOKEN' (or set VSR_TOKEN); must not be empty.")] = None,
     workdir: Annotated[str, typer.Option(help="Folder for the job table and job files (survives restarts).")] = D.workdir,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body or upload.")] = D.max_upload_mb,
-    max_pixels: Annotated[int, typer.Option(help="Largest input image or frame, in pixels.")] = D.max_pixels,
-    max_batch: Annotated[int, typer.Option(help="Most instances in one /v1/predict request.")] = D.max_batch,
-    queue_length: Annotated[int, typer.Option(help="Most pending requests (and queued jobs) before 429.")] = D.queue_length,
-    batch_window_ms: Annotated[float, typer.Option(help="How long to gather concurrent requests into one batch.")] = D.batch_window_ms,
-    max_batch_frames: Annotated[int, typer.Option(help="Most frames in one device batch.")] = D.max_batch_frames,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video upload (/v1/jobs); the limits of the other bodies follow from --max-pixels and --max-batch.", min=0.001)] = D.max_upload_mb,
+    max_pixels: Annotated[int, typer.Option(help="Largest input image or frame, in pixels.", min=1)] = D.max_pixels,
+    max_batch: Annotated[int, typer.Option(help="Most instances in one /v1/predict request.", min=1)] = D.max_batch,
+    queue_length: Annotated[int, typer.Option(help="Most pending requests (and queued jobs) before 429.", min=1)] = D.queue_length,
+    batch_window_ms: Annotated[float, typer.Option(help="How long to gather concurrent requests into one batch.", min=0)] = D.batch_window_ms,
+    max_batch_frames: Annotated[int, typer.Option(help="Most frames in one device batch.", min=1)] = D.max_batch_frames,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help="A browser origin allowed to call the API, e.g. http://localhost:3000 (repeatable); other Origin headers get 403.")] = None,
+    keep_results: Annotated[float, typer.Option(help="Hours a finished job and its files are kept (0 = until DELETE).", min=0)] = D.keep_results_hours,
+    read_timeout: Annotated[float, typer.Option(help="Seconds a request body may send nothing before 408.", min=0.1)] = D.read_timeout_s,
+    docs: Annotated[bool, typer.Option(help="Serve /docs (a self-contained page, no CDN) and /openapi.json (behind the token if one is set).")] = D.docs,
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict, /v1/images, /v1/jobs; docs at /docs."""
     import uvicorn  # the web stack is imported only by this command
@@ -34,13 +40,16 @@ def serve(
     from vsr.serve import create_app
 
     setup_logging(False)
-    cfg = ServeConfig(host=host, port=port, token=token, workdir=workdir, max_upload_mb=max_upload_mb,
-                      max_pixels=max_pixels, max_batch=max_batch, queue_length=queue_length,
-                      batch_window_ms=batch_window_ms, max_batch_frames=max_batch_frames)
+    logging.getLogger("vsr.serve").setLevel(logging.INFO)
+    cfg = ServeConfig(host=host, port=port, token=token if token is not None else os.environ.get("VSR_TOKEN"),
+                      workdir=workdir, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
+                      queue_length=queue_length, batch_window_ms=batch_window_ms, max_batch_frames=max_batch_frames,
+                      cors_origins=list(cors_origin or []), keep_results_hours=keep_results,
+                      read_timeout_s=read_timeout, docs=docs)
     with user_errors():
         engine, loaded, _ = build_engine(UpscaleConfig(weights=weights, device=device, precision=precision))
         app = create_app(engine, loaded.meta | {"file": str(loaded.path)}, cfg)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=int(max(1, cfg.keep_alive_s)))
 
 
 register(serve)

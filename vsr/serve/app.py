@@ -1,0 +1,250 @@
+"""The FastAPI app: routes, the admission layer around them, and the lifespan that owns the threads.
+
+Routes are thin: every byte of CPU work (JSON, .npy, image decode and encode, array conversion) runs
+in a worker thread, so the event loop only moves bytes and ``/healthz`` answers while a large
+request is being handled. The model runs in the batcher thread (requests) or the job thread (videos),
+one call at a time (``SerialUpscaler``).
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Request, Security, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from vsr.config import ServeConfig
+from vsr.errors import VsrError
+from vsr.pipeline import Engine
+from vsr.serve import requests as rq
+from vsr.serve.batcher import Batcher, Busy, SerialUpscaler
+from vsr.serve.guard import LOOPBACK_NAMES, Guard, is_loopback
+from vsr.serve.jobs import JobStore, JobWorker, QueueFull, job_view
+from vsr.video import VideoReader
+
+log = logging.getLogger("vsr.serve")
+PUBLIC_META = ("name", "arch", "arch_kwargs", "input_range", "output_range", "steps", "note")
+
+
+def public_meta(meta: dict[str, Any], scale: int) -> dict[str, Any]:
+    """The model's description without anything that names this machine's files (weights, datasets)."""
+    keep = {k: meta[k] for k in PUBLIC_META if k in meta}
+    if meta.get("file"):
+        keep["file"] = Path(str(meta["file"])).name
+    return keep | {"scale": scale}
+
+
+def _error(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def _docs_page(schema: dict[str, Any]) -> str:
+    """A self-contained page listing the endpoints (no scripts, nothing fetched from a CDN)."""
+    rows = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            text = op.get("description") or op.get("summary") or ""
+            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+                        f"<td>{html.escape(text)}</td></tr>")
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(schema['info']['title'])} API</title>"
+            f"<h1>{html.escape(schema['info']['title'])} API</h1><p>{html.escape(schema['info'].get('description', ''))}"
+            "</p><p>Machine-readable schema: <a href=openapi.json>openapi.json</a>.</p>"
+            f"<table border=1 cellpadding=4><tr><th>method</th><th>path</th><th>what</th></tr>{''.join(rows)}</table>")
+
+
+def allowed_hosts(cfg: ServeConfig) -> set[str] | None:
+    """Host names a loopback-bound server answers to (None: any, for a server bound to a public address)."""
+    if not is_loopback(cfg.host):
+        return None
+    return {*LOOPBACK_NAMES, cfg.host.strip("[]").lower()}
+
+
+def allowed_origins(cfg: ServeConfig) -> set[str]:
+    own = {f"http://{h}:{cfg.port}" for h in ("127.0.0.1", "localhost", "[::1]", cfg.host)}
+    return own | set(cfg.cors_origins)
+
+
+def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAPI:
+    """The ASGI app; the batcher and job worker start and stop with the app's lifespan."""
+    if cfg.token is not None and not cfg.token.strip():
+        raise VsrError("--token is empty: give a real token, or leave the option out to serve without one")
+    limits = rq.Limits(max_pixels=cfg.max_pixels, max_batch=cfg.max_batch,
+                       max_video_bytes=int(cfg.max_upload_mb * 1024 * 1024))
+    Image.MAX_IMAGE_PIXELS = cfg.max_pixels  # Pillow's own bomb check, at our limit (ours runs first)
+    model = SerialUpscaler(engine.upscaler)
+    # Jobs run with the caller's engine settings (batch size, encoder), as `vsr upscale` would.
+    job_engine = Engine(model, batch_size=engine.batch_size, settings=engine.settings,
+                        skip_corrupt=engine.skip_corrupt, queue_frames=engine.queue_frames,
+                        device_colour=engine.device_colour)
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            store = stack.enter_context(JobStore(Path(cfg.workdir)))
+            recovered = store.recover()
+            if any(recovered.values()):
+                log.info("recovered the job table: %(requeued)d interrupted job(s) queued again, "
+                         "%(orphan_folders)d orphan folder(s) and %(stale_temps)d stale temp file(s) removed",
+                         recovered)
+            state["store"] = store
+            state["worker"] = stack.enter_context(JobWorker(job_engine, store, keep_hours=cfg.keep_results_hours))
+            state["batcher"] = stack.enter_context(Batcher(model, window_ms=cfg.batch_window_ms,
+                                                           max_frames=cfg.max_batch_frames,
+                                                           queue_length=cfg.queue_length))
+            state["recovered"] = recovered
+            yield
+
+    docs = cfg.docs
+    app = FastAPI(title="vsr", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None,
+                  description="4x super-resolution: batch prediction (JSON or .npy), images and video jobs.")
+    security = [Security(HTTPBearer(description="the server's --token"))] if cfg.token else []
+
+    if docs:
+        @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+        async def docs_page() -> str:
+            return _docs_page(app.openapi())
+
+    async def upscale(frames: np.ndarray) -> np.ndarray:
+        try:
+            fut = state["batcher"].submit(frames)
+        except Busy:
+            raise _error(429, "too many requests queued; retry shortly") from None
+        return await asyncio.wrap_future(fut)
+
+    async def off_loop(fn, *args):
+        """``fn(*args)`` in a worker thread; a ``RequestError`` becomes its HTTP answer."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except rq.RequestError as exc:
+            raise _error(exc.status, exc.message) from None
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Liveness: ok while the batcher and the job worker threads run (no token needed)."""
+        problems = [name for name in ("batcher", "worker") if name in state and not state[name].alive]
+        body = {"status": "unhealthy" if problems else "ok", "device": str(engine.upscaler.device),
+                "precision": engine.upscaler.precision}
+        if problems:
+            body["stopped"] = problems
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    @app.get("/v1/models", dependencies=security)
+    async def models() -> dict[str, Any]:
+        """The model served: name, architecture, scale (no file paths)."""
+        return {"models": [public_meta(meta, engine.upscaler.scale)]}
+
+    @app.post("/v1/predict", dependencies=security, response_class=Response,
+              responses={200: {"content": {rq.JSON: {}, rq.NPY: {}}}, 415: {}})
+    async def predict(request: Request) -> Response:
+        """``{"instances": N x H x W x 3}`` (uint8 0-255 or floats 0-1) -> ``{"predictions": N x 4H x 4W x 3}``;
+        or an ``application/x-npy`` body; ``Accept: application/x-npy`` answers with an .npy file."""
+        media = rq.media_type(request.headers.get("content-type"))
+        if media not in (rq.JSON, rq.NPY):
+            raise _error(415, f"Content-Type must be {rq.JSON} or {rq.NPY}")
+        body = await request.body()
+        parse = rq.parse_npy_instances if media == rq.NPY else rq.parse_json_instances
+        frames = await off_loop(parse, body, limits)
+        del body
+        out_media = rq.response_media(request.headers.get("accept"))
+        out = await upscale(frames)
+        return Response(await off_loop(rq.encode_predictions, out, out_media), media_type=out_media)
+
+    @app.post("/v1/images", dependencies=security, response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    async def images(file: UploadFile = File(...)) -> Response:
+        """An image file (PNG, JPEG, WebP, BMP, TIFF) in, its 4x PNG out."""
+        try:
+            suffix = rq.upload_suffix(file.filename, rq.IMAGE_FORMATS)
+        except rq.RequestError as exc:
+            raise _error(exc.status, exc.message) from None
+        data = await file.read()
+        frames = await off_loop(rq.decode_image, data, suffix, limits)
+        del data
+        out = await upscale(frames)
+        return Response(await off_loop(rq.encode_png, out[0]), media_type="image/png")
+
+    def admit_job(file: UploadFile) -> dict[str, Any]:
+        """Store the upload in a new job folder, check it, queue it (all or nothing); in a worker thread."""
+        suffix = rq.upload_suffix(file.filename, rq.VIDEO_CONTAINERS)
+        store: JobStore = state["store"]
+        if store.queued() >= cfg.queue_length:  # early, cheap; create() checks again atomically
+            raise rq.RequestError(429, "the job queue is full; retry later")
+        with store.admit() as (job_id, folder):
+            path = folder / f"input{suffix}"
+            file.file.seek(0)
+            with open(path, "wb") as f:
+                while chunk := file.file.read(1 << 20):
+                    f.write(chunk)
+            try:
+                with VideoReader(path) as reader:
+                    info = reader.info
+                family = info.format_name
+            except VsrError as exc:
+                raise rq.RequestError(415, rq.public_message(str(exc).split(": ", 1)[-1])) from None
+            if rq.VIDEO_CONTAINERS[suffix] not in family.split(","):
+                raise rq.RequestError(415, f"the file is {family.split(',')[0]}, not {suffix[1:]} as its name says")
+            rq.check_pixels(info.height, info.width, limits)
+            try:
+                return store.create(job_id, path.name, info.expected_frames, max_queued=cfg.queue_length)
+            except QueueFull:
+                raise rq.RequestError(429, "the job queue is full; retry later") from None
+
+    @app.post("/v1/jobs", status_code=202, dependencies=security)
+    async def create_job(file: UploadFile = File(...)) -> dict[str, Any]:
+        """Upload a clip (mp4, m4v, mov, mkv, webm, avi); it is upscaled in the background into Matroska.
+        Poll ``GET /v1/jobs/{id}``, fetch ``/v1/jobs/{id}/result``."""
+        job = await off_loop(admit_job, file)
+        state["worker"].wake.set()
+        log.info("job %s queued", job["id"])
+        return job_view(job)
+
+    def job_or_404(job_id: str) -> dict[str, Any]:
+        job = state["store"].get(job_id)
+        if job is None:
+            raise _error(404, f"no job {rq.short(job_id, 40)}")
+        return job
+
+    @app.get("/v1/jobs/{job_id}", dependencies=security)
+    async def job_status(job_id: str) -> dict[str, Any]:
+        """A job's state and progress."""
+        return job_view(job_or_404(job_id))
+
+    @app.get("/v1/jobs/{job_id}/result", dependencies=security)
+    async def job_result(job_id: str) -> FileResponse:
+        """The finished job's 4x video (Matroska)."""
+        job = job_or_404(job_id)
+        if job["status"] != "done":
+            raise _error(409, f"job {job_id} is {job['status']}, not done")
+        path = JobStore.result_path(state["store"].folder(job_id))
+        return FileResponse(path, filename=f"{job_id}_x4{rq.RESULT_SUFFIX}", media_type="video/x-matroska")
+
+    @app.delete("/v1/jobs/{job_id}", dependencies=security)
+    async def delete_job(job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job; delete a finished one with its files."""
+        job = job_or_404(job_id)
+        store: JobStore = state["store"]
+        if job["status"] == "queued" and store.cancel_queued(job_id):
+            return job_view(store.get(job_id))
+        if store.delete(job_id):
+            return job_view(job) | {"status": "deleted"}
+        state["worker"].cancel.add(job_id)  # running: stopped at its next frame
+        return job_view(store.get(job_id) or job)
+
+    app.add_middleware(Guard, token=cfg.token, body_limit=limits.body_limit, allowed_hosts=allowed_hosts(cfg),
+                       allowed_origins=allowed_origins(cfg), public_paths={"/healthz"},
+                       read_timeout=cfg.read_timeout_s)
+    if cfg.cors_origins:  # outside the guard: preflights carry no token
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["authorization", "content-type", "accept"])
+    return app
