@@ -22,6 +22,7 @@ from conftest import tiny_model
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+import vsr.images as images_mod
 from vsr.atomic import _HOST
 from vsr.config import ServeConfig, UpscaleConfig
 from vsr.errors import VsrError
@@ -77,7 +78,7 @@ def _png_declaring(width: int, height: int) -> bytes:
 def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path, monkeypatch, kind: str):
     decoded = []
     real = cv2.imdecode
-    monkeypatch.setattr(rq.cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
+    monkeypatch.setattr(images_mod.cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))  # vsr.images decodes
     big = _png_declaring(4000, 3000) if kind == "png-bomb" else cv2.imencode(".jpg", frame_image(0, 160, 120))[1].tobytes()
     name = "a.png" if kind == "png-bomb" else "a.jpg"
     with _client(tmp_path, max_pixels=10_000) as client:

@@ -14,9 +14,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from vsr import images
+from vsr.errors import VsrError
 
 JSON = "application/json"
 NPY = "application/x-npy"
@@ -202,21 +204,21 @@ def image_size(data: bytes, suffix: str, limits: Limits) -> tuple[int, int]:
 
 
 def decode_image(data: bytes, suffix: str, limits: Limits) -> np.ndarray:
-    """An uploaded image -> (1, H, W, 3) uint8 RGB, decoded only once its header's size is within the limit."""
-    w, h = image_size(data, suffix, limits)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise RequestError(415, "the image's header is readable but its pixels are not (truncated or corrupt?)")
-    if img.shape[0] * img.shape[1] > limits.max_pixels:  # EXIF rotation swaps w and h; the count is the same
-        raise RequestError(413, f"{w}x{h} is over the limit of {limits.max_pixels} pixels per image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)[None]
+    """An uploaded image -> (1, H, W, 3) RGB (uint8, or uint16 for 16-bit files), shown upright (EXIF applied),
+    decoded by ``vsr.images`` only once its header says its format and size are allowed."""
+    image_size(data, suffix, limits)
+    try:
+        img = images.read_image(data, max_pixels=limits.max_pixels, name="the image")
+    except VsrError as exc:
+        raise RequestError(415, f"{exc} (truncated or corrupt?)") from None
+    return img.rgb[None]
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RequestError(500, "the result could not be encoded as PNG")
-    return png.tobytes()
+    try:
+        return images.encode_image(".png", rgb, name="the result")
+    except VsrError as exc:
+        raise RequestError(500, str(exc)) from None
 
 
 _ABS_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)")
