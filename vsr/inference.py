@@ -44,6 +44,25 @@ def default_max_pixels(device: torch.device, precision: str, activation_elements
     return max(64 * 64, int(budget / (activation_elements * elem)))
 
 
+def _pad_to_requirements(x: torch.Tensor, multiple: int, minimum: int, square: bool) -> torch.Tensor:
+    """Pad (N, C, H, W) at the bottom/right to a size the network accepts: a multiple of ``multiple``, at least
+    ``minimum``, square if asked. Reflection first (as far as it reaches, like spandrel), then replication."""
+    h, w = x.shape[-2:]
+    th, tw = max(h, minimum), max(w, minimum)
+    if square:
+        th = tw = max(th, tw)
+    th, tw = th + -th % multiple, tw + -tw % multiple
+    pad_h, pad_w = th - h, tw - w
+    if not (pad_h or pad_w):
+        return x
+    rh, rw = min(pad_h, h - 1), min(pad_w, w - 1)
+    if rh or rw:
+        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
+    if pad_h - rh or pad_w - rw:
+        x = F.pad(x, (0, pad_w - rw, 0, pad_h - rh), mode="replicate")
+    return x
+
+
 class Upscaler:
     """Runs a generator on batches of frames on one device, optionally in overlapping tiles.
 
@@ -82,9 +101,7 @@ class Upscaler:
         h, w = x.shape[-2:]
         if d.input_range != (0.0, 1.0):
             x = x * (d.input_range[1] - d.input_range[0]) + d.input_range[0]
-        pad_h, pad_w = -h % d.size_multiple, -w % d.size_multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = _pad_to_requirements(x, d.size_multiple, d.min_size, d.square)
         with autocast(self.device, self.precision):
             y = self.model(x.contiguous(memory_format=torch.channels_last))
         lo, hi = d.output_range

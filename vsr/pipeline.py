@@ -143,6 +143,7 @@ class Engine:
         self.settings = settings or EncodeSettings()
         self.skip_corrupt = skip_corrupt
         self.queue_frames = queue_frames
+        self.notes: list[str] = []  # said once about the set-up (e.g. a precision the model does not support)
 
     def batch_for(self, height: int, width: int) -> int:
         """Frames per model batch for frames of this size."""
@@ -311,8 +312,18 @@ def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)
     loaded = weights_io.load(cfg.weights)
+    notes = []
+    supported = loaded.descriptor.precisions
+    if precision not in supported:
+        if cfg.precision != "auto":
+            raise VsrError(f"--precision {precision}: {loaded.path.name} ({loaded.descriptor.arch}) does not run in "
+                           f"{precision}; it supports {', '.join(supported)}")
+        notes.append(f"{loaded.descriptor.arch} does not support {precision}; running in fp32")
+        precision = "fp32"
     upscaler = Upscaler(loaded.model, device=device, precision=precision, descriptor=loaded.descriptor, tile=cfg.tile,
                         tile_overlap=cfg.tile_overlap)
     settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
                               encoder_bound=device.type == "cuda")
-    return Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt), loaded, precision
+    engine = Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt)
+    engine.notes.extend(notes)
+    return engine, loaded, precision

@@ -10,6 +10,7 @@ defaults) costs nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,12 @@ class ModelDescriptor:
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
     tiling: bool = True
     size_multiple: int = 1
+    min_size: int = 0  # inputs smaller than this are padded up to it (and the output cropped)
+    square: bool = False  # the network needs square inputs (padded, then cropped)
     activation_elements: int = 3 * 64 * 16
+    num_parameters: int = 0
+    source: str = "vsr"  # vsr (our own format) or spandrel (a community model file)
+    purpose: str = "SR"  # SR, or Restoration for 1x models (denoisers, deblockers, ...)
 
     def build(self) -> nn.Module:
         """A randomly initialised instance of the architecture."""
@@ -190,13 +196,33 @@ def _check_keys(path: Path, what: str, expected: dict[str, torch.Tensor], state:
         raise WeightsError(f"{path}: weights do not match {what}: " + "; ".join(detail))
 
 
+COMMUNITY_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+MAX_SCALE = 8
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors (the format holds no code, only a JSON header and raw tensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: not a readable safetensors file ({first})") from None
+
+
 def load(name_or_path: str = DEFAULT_WEIGHTS) -> LoadedWeights:
-    """Load a weights file safely (``weights_only``), checking its format and every tensor shape."""
+    """Load a weights file safely (``weights_only`` pickles or safetensors): our own format, checked tensor by
+    tensor, or any single-image model file spandrel recognises (.pth, .pt, .ckpt, .safetensors)."""
     path = resolve(name_or_path)
-    blob = _read(path, "weights file")
+    blob = _read_safetensors(path) if path.suffix.lower() == ".safetensors" else _read(path, "weights file")
+    if isinstance(blob, dict) and blob.get("format") != FORMAT and path.suffix.lower() in COMMUNITY_SUFFIXES:
+        return _load_community(path, blob)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("state_dict"), dict):
         raise WeightsError(f"{path}: not a vsr weights file (expected a dict with format {FORMAT!r}); "
-                           "export training runs with `vsr train export`")
+                           "export training runs with `vsr train export`, or give a community model as "
+                           f"{', '.join(COMMUNITY_SUFFIXES)}")
     meta = dict(blob.get("meta") or {})
     descriptor = describe(meta.get("arch", "srresnet"), meta.get("arch_kwargs") or {})
     meta["arch"], meta["arch_kwargs"] = descriptor.arch, descriptor.params
@@ -205,6 +231,7 @@ def load(name_or_path: str = DEFAULT_WEIGHTS) -> LoadedWeights:
     _check_keys(path, f"{descriptor.arch}({descriptor.params})", model.state_dict(), state)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval().requires_grad_(False)
+    descriptor = dataclasses.replace(descriptor, num_parameters=sum(p.numel() for p in model.parameters()))
     return LoadedWeights(model=model, descriptor=descriptor, meta=meta, path=path)
 
 
@@ -253,3 +280,68 @@ def load_vgg54(path: str | Path) -> nn.Module:
         raise WeightsError(f"{path}: does not match VGG19 features[:36] (first mismatch: {bad[0]})")
     model.features.load_state_dict({k: v.float() for k, v in state.items()})
     return model
+
+
+def _community_module(desc: Any) -> nn.Module:
+    """The network of a spandrel descriptor as a plain module whose ``forward`` is the architecture's own call."""
+    from torch import nn
+
+    class SpandrelModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = desc.model
+            self._call = desc._call_fn  # most architectures: the module itself; a few need their own call
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self._call(self.net, x)
+
+    return SpandrelModel()
+
+
+def _load_community(path: Path, state: dict[str, Any]) -> LoadedWeights:
+    """A community model file through spandrel: its architecture is detected from the tensors alone (our own
+    ``weights_only`` read already refused anything that is not plain tensors), then described as data."""
+    try:
+        import spandrel
+    except ImportError:  # a normal dependency; only a broken install gets here
+        raise WeightsError(f"{path}: not a vsr weights file, and spandrel (for community models) is not "
+                           "installed: pip install spandrel") from None
+    if not state or not all(isinstance(k, str) for k in state):
+        raise WeightsError(f"{path}: not a model's state dict (no named tensors)")
+    try:
+        desc = spandrel.MAIN_REGISTRY.load(spandrel.canonicalize_state_dict(state))
+    except spandrel.UnsupportedModelError:
+        raise WeightsError(f"{path}: not a vsr weights file, and no architecture spandrel knows matches its "
+                           f"tensors ({len(state)} keys, e.g. {next(iter(state))}); video models and other "
+                           "formats are not supported") from None
+    except Exception as exc:  # an architecture matched but its tensors are inconsistent
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise WeightsError(f"{path}: looks like a {type(exc).__name__} mismatch inside a known architecture "
+                           f"({first})") from None
+    name = desc.architecture.name
+    if not isinstance(desc, spandrel.ImageModelDescriptor):
+        raise WeightsError(f"{path}: a {name} model for inpainting (image + mask); vsr runs image-to-image models")
+    if desc.purpose == "FaceSR":
+        raise WeightsError(f"{path}: {name} restores aligned face crops, not whole frames; use an SR model")
+    if not 1 <= desc.scale <= MAX_SCALE:
+        raise WeightsError(f"{path}: {name} upscales x{desc.scale}; vsr runs x1 to x{MAX_SCALE} models")
+    if desc.input_channels != 3 or desc.output_channels != 3:
+        raise WeightsError(f"{path}: {name} is a {desc.input_channels}->{desc.output_channels} channel model; "
+                           "vsr runs RGB (3->3) models only (greyscale models are not supported)")
+    req = desc.size_requirements
+    precisions = ("fp32",) + (("bf16",) if desc.supports_bfloat16 else ()) + (("fp16",) if desc.supports_half else ())
+    n_params = sum(p.numel() for p in desc.model.parameters())
+    descriptor = ModelDescriptor(
+        arch=desc.architecture.id, scale=int(desc.scale), params={}, in_channels=3, out_channels=3,
+        input_range=(0.0, 1.0), output_range=(0.0, 1.0), precisions=precisions,
+        tiling=desc.tiling != spandrel.ModelTiling.INTERNAL, size_multiple=int(req.multiple_of),
+        min_size=int(req.minimum), square=bool(req.square),
+        # not known for arbitrary architectures: a generous guess (4x SRResNet's per output pixel) for the memory budget
+        activation_elements=4 * 3 * 64 * max(1, int(desc.scale)) ** 2,
+        num_parameters=n_params, source="spandrel", purpose=str(desc.purpose))
+    model = _community_module(desc).eval().requires_grad_(False)
+    meta = {"name": path.stem, "arch": descriptor.arch, "architecture": name, "source": "spandrel",
+            "scale": descriptor.scale, "purpose": descriptor.purpose, "tags": list(desc.tags),
+            "parameters": n_params, "precisions": list(precisions),
+            "tiling": desc.tiling.name.lower()}
+    return LoadedWeights(model=model, descriptor=descriptor, meta=meta, path=path)

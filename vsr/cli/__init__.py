@@ -63,6 +63,7 @@ def register(fn: Callable) -> None:
 
 
 from vsr.cli import bench as _bench  # noqa: E402,F401  (commands register themselves on import)
+from vsr.cli import models as _models  # noqa: E402,F401
 from vsr.cli import serve as _serve  # noqa: E402,F401
 from vsr.cli import train as _train  # noqa: E402
 from vsr.cli import upscale as _upscale  # noqa: E402,F401

@@ -60,6 +60,8 @@ def upscale(
         if not input.exists():
             raise InputError(f"{input}: no such file or folder")
         engine, loaded, prec = build_engine(cfg)
+        for note in engine.notes:
+            typer.echo(f"note: {note}", err=True)
         dev = str(engine.upscaler.device)
         out = output or default_output(input, loaded.scale)
         bar = tqdm(total=None, unit="frame", disable=quiet, dynamic_ncols=True, leave=False, delay=0.5)
