@@ -167,3 +167,38 @@ def test_unknown_unsupported_and_corrupt_files_are_one_clear_line(tmp_path: Path
     res = CliRunner().invoke(app, ["upscale", str(tmp_path / "x.png"), "--weights", str(path)])
     assert res.exit_code == 1 and expect in res.output and path.name in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "x_x4.png").exists()
+
+
+def test_bench_and_serve_run_a_community_model(tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from vsr.config import ServeConfig, UpscaleConfig
+    from vsr.pipeline import build_engine
+    from vsr.serve import create_app
+
+    model, _ = _models()["compact-x2"]
+    path = _save(tmp_path, "compact", model)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    cv2.imwrite(str(hr / "a.png"), cv2.cvtColor(_frames(1, 32, 40)[0], cv2.COLOR_RGB2BGR))
+    res = CliRunner().invoke(app, ["bench", str(hr), "--weights", str(path), "--device", "cpu"])
+    assert res.exit_code == 0 and "| **average** | 1 |" in res.output, res.output  # LR made at the model's x2
+    res = CliRunner().invoke(app, ["bench", "vid4", "--data", str(tmp_path), "--weights", str(path)])
+    (tmp_path / "GT").mkdir()
+    for clip in ("calendar", "city", "foliage", "walk"):
+        for sub in ("GT", "BIx4"):
+            (tmp_path / sub / clip).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / sub / clip / "0.png"), np.zeros((16, 16, 3), np.uint8))
+    res = CliRunner().invoke(app, ["bench", "vid4", "--data", str(tmp_path), "--weights", str(path)])
+    assert res.exit_code == 1 and "x2 model" in res.output and "folder of HR images" in res.output, res.output
+    engine, loaded, _ = build_engine(UpscaleConfig(weights=str(path), device="cpu"))
+    cfg = ServeConfig(workdir=str(tmp_path / "work"))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(_frames(1)[0], cv2.COLOR_RGB2BGR))
+    with TestClient(create_app(engine, loaded.meta | {"file": str(loaded.path)}, cfg), base_url="http://127.0.0.1") as c:
+        models = c.get("/v1/models").json()
+        assert "Compact" in str(models) and str(tmp_path) not in str(models)
+        r = c.post("/v1/images", files={"file": ("a.png", png.tobytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        out = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+        assert out.shape == (40, 52, 3)
+        assert np.abs(cv2.cvtColor(out, cv2.COLOR_BGR2RGB).astype(int) - _direct(path, _frames(1))[0]).max() <= 1

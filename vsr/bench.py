@@ -180,6 +180,9 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
     cond = parse_condition(degradation) if isinstance(degradation, str) else degradation
     items, crop = discover(dataset, data, cond.base)
     scale = engine.upscaler.scale
+    if scale != 4 and any(it.lr_paths is not None for it in items):
+        raise DataError(f"{dataset}: its LR inputs are x4 and {weights_name} is a x{scale} model; bench it on a "
+                        "folder of HR images (vsr bench DIR), whose LR is made by bicubic 1/scale")
     video = dataset == "vid4"
     protocol = (f"Y = BT.601 luma (MATLAB rgb2ycbcr, 16-235); crop {crop} px border; "
                 f"{'mean of per-clip means' if video else 'mean over images'}; "
