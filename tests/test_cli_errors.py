@@ -92,7 +92,29 @@ def test_corrupt_packets_stop_with_the_frame_named(tmp_path: Path, tiny_weights:
     assert leftovers(tmp_path, before) == set()
     ok = run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--skip-corrupt")
     assert ok.exit_code == 0, ok.output
-    assert (tmp_path / "o.mp4").exists()
+    assert "23 frames in, 23 out" in ok.output  # all but the one packet the decoder rejected
+    assert "1 corrupt packet(s) skipped" in ok.output
+    assert probe(tmp_path / "o.mp4")["frames"] == 23
+
+
+def _damage_inside(src: Path, dst: Path, k: int) -> Path:
+    """Overwrite a quarter of video packet ``k``'s payload: the decoder conceals the damage (is_corrupt frame)."""
+    with av.open(str(src)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][k]
+    data = bytearray(src.read_bytes())
+    n = max(4, size // 4)
+    data[pos + size // 2 : pos + size // 2 + n] = np.random.default_rng(k).integers(0, 256, n, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_skip_corrupt_keeps_the_frames_the_decoder_concealed(tmp_path: Path, tiny_weights: Path):
+    src = _damage_inside(make_clip(tmp_path / "good.mp4", frames=24, width=64, height=48, audio=None), tmp_path / "bad.mp4", 5)
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "bad.mp4", "corrupt video data")
+    ok = run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--skip-corrupt")
+    assert ok.exit_code == 0, ok.output
+    assert "24 frames in, 24 out" in ok.output and "1 damaged frame(s) kept" in ok.output
+    assert probe(tmp_path / "o.mp4")["frames"] == 24
 
 
 def test_truncated_file(tmp_path: Path, tiny_weights: Path):

@@ -170,3 +170,23 @@ def test_faster_x264_preset_only_where_the_encoder_is_the_bottleneck(tmp_path: P
         Engine(up, settings=EncodeSettings(encoder_bound=bound)).upscale_video(src, out)
         subme[bound] = _x264_subme(out)
     assert subme == {False: 7, True: 2}  # x264's medium and veryfast presets
+
+
+def test_demux_error_under_skip_corrupt_keeps_the_frames_the_threaded_decoder_holds(tmp_path: Path, monkeypatch):
+    from vsr.video import Frame, VideoReader
+
+    src = make_clip(tmp_path / "in.mp4", frames=20, width=32, height=24, audio=None)
+    real = VideoReader._packets
+
+    def packets_then_error(self):  # 12 video packets, then the demuxer fails as on a damaged file
+        for n, packet in enumerate(real(self)):
+            if n == 12:
+                raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+            yield packet
+
+    monkeypatch.setattr(VideoReader, "_packets", packets_then_error)
+    with VideoReader(src, skip_corrupt=True, threads=4) as r:  # frame threads: the decoder holds ~3 frames back
+        frames = [f.index for f in r if isinstance(f, Frame)]
+    assert frames == list(range(12)) and r.corrupt_packets == 1
+    with pytest.raises(VsrError, match="cannot read past video frame"), VideoReader(src, threads=4) as r:
+        list(r)

@@ -272,6 +272,8 @@ class Engine:
         info = reader.info
         if reader.corrupt_packets:
             result.notes.append(f"{reader.corrupt_packets} corrupt packet(s) skipped (--skip-corrupt)")
+        if reader.concealed_frames:
+            result.notes.append(f"{reader.concealed_frames} damaged frame(s) kept as the decoder concealed them (--skip-corrupt)")
         if result.frames_out != result.frames_in:
             raise VsrError(f"{result.input}: decoded {result.frames_in} frames but wrote {result.frames_out}")
         expected = info.expected_frames

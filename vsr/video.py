@@ -8,8 +8,10 @@ metadata (``OutputPlan``). ``VideoWriter`` only carries a plan out, and aborts t
 """
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -51,6 +53,9 @@ _ENCODER_BOUND_PRESETS = {"libx264": "veryfast"}
 _MUXER_TAGS = ("duration", "encoder", "handler_name", "vendor_id", "major_brand", "minor_version",
                "compatible_brands", "_statistics_", "number_of_", "bps")
 _COPY_TYPES = ("audio", "subtitle")
+# Encoders whose bitstream stores the sample aspect ratio (VUI, VOL header). PyAV cannot set a stream's own
+# aspect ratio, which Matroska and MP4 muxers would otherwise write, so with other encoders it is lost.
+_SAR_IN_BITSTREAM = ("libx264", "libx265", "mpeg4")
 
 
 def encoder_defaults(encoder: str, *, encoder_bound: bool = False) -> tuple[int | None, str | None, str | None]:
@@ -71,6 +76,50 @@ class Colour:
     @classmethod
     def of(cls, frame: av.VideoFrame) -> Colour:
         return cls(int(frame.colorspace), int(frame.color_range), int(frame.color_primaries), int(frame.color_trc))
+
+
+@dataclass(frozen=True)
+class Hdr10:
+    """HDR10 static metadata: mastering display (CIE xy of R, G, B and white; min/max cd/m2) and light levels."""
+
+    primaries: tuple[tuple[Fraction, Fraction], ...] | None = None  # (R, G, B), each (x, y)
+    white: tuple[Fraction, Fraction] | None = None
+    luminance: tuple[Fraction, Fraction] | None = None  # (min, max)
+    max_cll: int | None = None
+    max_fall: int | None = None
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Hdr10 | None:
+        """From a decoded frame's side data (AVMasteringDisplayMetadata, AVContentLightMetadata), or None."""
+        from av.sidedata.sidedata import Type
+
+        primaries = white = luminance = cll = fall = None
+        for sd in frame.side_data:
+            raw = bytes(sd)
+            if sd.type == Type.MASTERING_DISPLAY_METADATA and len(raw) >= 88:
+                v = struct.unpack_from("<20i2i", raw)
+                q = [Fraction(v[i], v[i + 1]) if v[i + 1] else Fraction(0) for i in range(0, 20, 2)]
+                if v[20]:
+                    primaries, white = ((q[0], q[1]), (q[2], q[3]), (q[4], q[5])), (q[6], q[7])
+                if v[21]:
+                    luminance = (q[8], q[9])
+            elif sd.type == Type.CONTENT_LIGHT_LEVEL and len(raw) >= 8:
+                cll, fall = struct.unpack_from("<2I", raw)
+        if primaries is None and luminance is None and cll is None:
+            return None
+        return cls(primaries, white, luminance, cll, fall)
+
+    def x265_params(self) -> list[str]:
+        """``master-display`` (x,y in 0.00002 units, luminance in 0.0001 cd/m2) and ``max-cll`` for x265."""
+        params = []
+        if self.primaries and self.white and self.luminance:
+            xy = lambda p: f"({round(p[0] * 50000)},{round(p[1] * 50000)})"  # noqa: E731
+            (r, g, b), (lo, hi) = self.primaries, self.luminance
+            params.append(f"master-display=G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(self.white)}"
+                          f"L({round(hi * 10000)},{round(lo * 10000)})")
+        if self.max_cll is not None:
+            params.append(f"max-cll={self.max_cll},{self.max_fall or 0}")
+        return params
 
 
 @dataclass(frozen=True)
@@ -122,9 +171,15 @@ class VideoInfo:
     frames: int  # from the container; 0 when unknown
     duration_s: float | None
     format_name: str
+    sar: Fraction | None = None  # sample aspect ratio; None when square or unknown
     rotation: int = 0
     colour: Colour = field(default_factory=Colour)
+    hdr: Hdr10 | None = None
     streams: list[StreamInfo] = field(default_factory=list)  # every stream other than the upscaled one
+    metadata: Mapping[str, str] = field(default_factory=dict)  # container tags (title, ...)
+    video_metadata: Mapping[str, str] = field(default_factory=dict)
+    video_disposition: int = 0
+    chapters: list[dict] = field(default_factory=list)
 
     @property
     def expected_frames(self) -> int:
@@ -173,10 +228,11 @@ def _stream_info(s: Any) -> StreamInfo:
 class VideoReader:
     """Decode the first video stream of a file, yielding ``Frame``s and copy-stream ``av.Packet``s.
 
-    The first frame is decoded when the reader opens (its colour tags and rotation are part of ``info``)
-    and yielded first. Corrupt data raises ``InputError`` naming the frame, unless ``skip_corrupt`` is set,
-    in which case the decoder conceals what it can, rejected packets are skipped and counted in
-    ``corrupt_packets`` (reported by the caller).
+    The first frame is decoded when the reader opens (its colour tags, rotation and HDR side data are part
+    of ``info``) and yielded first. Corrupt data raises ``InputError`` naming the frame, unless
+    ``skip_corrupt`` is set: then the decoder conceals what it can (concealed frames are kept and counted
+    in ``concealed_frames``), rejected packets are skipped and counted in ``corrupt_packets``, and a demux
+    error ends the input after the frames the decoder still holds.
     """
 
     def __init__(self, path: str | Path, *, skip_corrupt: bool = False, threads: int = 0) -> None:
@@ -184,6 +240,7 @@ class VideoReader:
         self.skip_corrupt = skip_corrupt
         self.threads = threads
         self.corrupt_packets = 0
+        self.concealed_frames = 0
         self.container = open_input(self.path)
         try:
             self._open()
@@ -211,12 +268,15 @@ class VideoReader:
             duration = float(self.stream.duration * self.stream.time_base)
         elif self.container.duration:
             duration = self.container.duration / av.time_base
+        sar = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
         others = [s for s in self.container.streams if s.index != self.stream.index]
         self.info = VideoInfo(
             path=self.path, width=cc.width, height=cc.height, codec=cc.name, pix_fmt=cc.format.name if cc.format else "yuv420p",
             bit_depth=_bit_depth(cc.format), fps=Fraction(fps), time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
             frames=int(self.stream.frames or 0), duration_s=duration, format_name=self.container.format.name,
-            streams=[_stream_info(s) for s in others],
+            sar=Fraction(sar) if sar and sar != 1 else None, streams=[_stream_info(s) for s in others],
+            metadata=_tags(self.container.metadata), video_metadata=_tags(self.stream.metadata),
+            video_disposition=int(self.stream.disposition), chapters=list(self.container.chapters()),
         )
         self._copy = [s for s in others if s.type in _COPY_TYPES]
         self._items = self._demux()
@@ -226,7 +286,7 @@ class VideoReader:
             if isinstance(item, Frame):
                 break
         first = self._first
-        self.info.colour, self.info.rotation = Colour.of(first), int(first.rotation or 0)
+        self.info.colour, self.info.rotation, self.info.hdr = Colour.of(first), int(first.rotation or 0), Hdr10.of(first)
         del self._first
 
     @property
@@ -261,24 +321,31 @@ class VideoReader:
         self.corrupt_packets += 1
         log.warning("%s: skipping corrupt video data %s", self.path, where)
 
+    def _packets(self) -> Iterator[av.Packet]:
+        return self.container.demux(self.stream, *self._copy)
+
     def _demux(self) -> Iterator[Frame | av.Packet]:
         index = 0
         copy_ids = {s.index for s in self._copy}
+        decoder = self.stream.codec_context
+        ended = False
         try:
-            for packet in self.container.demux(self.stream, *self._copy):
+            for packet in self._packets():
                 if packet.stream.index in copy_ids:
                     if packet.size:
                         yield packet
                     continue
                 try:
-                    decoded = packet.decode()
+                    decoded = decoder.decode(packet if packet.size else None)
                 except av.FFmpegError as exc:
                     self._corrupt(index, packet, exc)
                     continue
+                ended = ended or not packet.size
                 for vf in decoded:
                     if vf.is_corrupt:
-                        self._corrupt(index, packet, None)
-                        continue
+                        if not self.skip_corrupt:
+                            self._corrupt(index, packet, None)
+                        self.concealed_frames += 1
                     yield self._to_frame(index, vf)
                     index += 1
         except av.FFmpegError as exc:
@@ -287,6 +354,15 @@ class VideoReader:
                                  "the file is truncated or corrupt (--skip-corrupt keeps what was decoded)") from exc
             self.corrupt_packets += 1
             log.warning("%s: stopped reading after frame %d: %s", self.path, index, exc)
+        if not ended:  # the frames a (threaded) decoder still holds
+            try:
+                for vf in decoder.decode(None):
+                    yield self._to_frame(index, vf)
+                    index += 1
+            except av.FFmpegError as exc:
+                if not self.skip_corrupt:
+                    raise InputError(f"{self.path}: corrupt video data at the end ({exc})") from exc
+                self.corrupt_packets += 1
         if index == 0:
             raise InputError(f"{self.path}: the video stream has no decodable frames")
 
@@ -376,6 +452,8 @@ class StreamPlan:
     index: int
     action: Literal["copy", "transcode", "drop"]
     codec: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    disposition: int = 0
 
 
 @dataclass(frozen=True)
@@ -392,10 +470,42 @@ class OutputPlan:
     time_base: Fraction
     colour: Colour
     yuv420: Yuv420 | None  # the 8-bit 4:2:0 target a device may convert to, or None (the encoder takes RGB)
+    sar: Fraction | None = None
     rotation: int = 0
     threads: int = 0
     streams: tuple[StreamPlan, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    video_metadata: Mapping[str, str] = field(default_factory=dict)
+    video_disposition: int = 0
+    chapters: tuple[dict, ...] = ()
     notes: tuple[str, ...] = ()
+
+
+def _encoder_error(encoder: str, *, width: int, height: int, pix_fmt: str, time_base: Fraction, rate: Fraction,
+                   options: Mapping[str, str], sar: Fraction | None = None) -> str | None:
+    """Open ``encoder`` with these settings, encoding nothing: None if it accepts them, else FFmpeg's reason."""
+    cc = av.codec.CodecContext.create(encoder, "w")
+    cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+    cc.time_base, cc.framerate = time_base, rate
+    if sar:
+        cc.sample_aspect_ratio = sar
+    opts = dict(options)
+    if encoder == "libx265":
+        opts["x265-params"] = "log-level=none"
+    cc.options = opts
+    try:
+        cc.open()
+    except (av.FFmpegError, ValueError) as exc:
+        return str(getattr(exc, "strerror", None) or exc)
+    finally:
+        del cc
+    return None
+
+
+def _standard_time_bases(fps: Fraction) -> list[Fraction]:
+    """Time bases to try for an encoder that refuses the input's: one tick per frame, then milliseconds."""
+    per_frame = Fraction(fps.denominator, fps.numerator) if fps else Fraction(1, 25)
+    return [per_frame, Fraction(1, 1000)]
 
 
 def plan_output(info: VideoInfo, caps: ContainerCaps, *, scale: int, settings: EncodeSettings,
@@ -434,18 +544,48 @@ def plan_output(info: VideoInfo, caps: ContainerCaps, *, scale: int, settings: E
     rate = info.fps or Fraction(25)
 
     time_base = info.time_base
-    if codec.name == "libx265":
+    trial = dict(width=width, height=height, pix_fmt=pix_fmt, rate=rate, options=options, sar=info.sar)
+    reason = _encoder_error(codec.name, time_base=time_base, **trial)
+    if reason and not _encoder_error(codec.name, time_base=time_base, **{**trial, "width": 64, "height": 64}):
+        others = [enc for enc, *_ in ENCODERS.values() if enc != codec.name and enc in caps.supported_codecs
+                  and not _encoder_error(enc, time_base=time_base, **{**trial, "options": {}, "pix_fmt": "yuv420p"})]
+        hint = f"--codec {others[0]}, which takes it," if others else "another codec or container"
+        raise OutputError(f"{info.path}: the {width}x{height} output is too large for {codec.name} ({reason}); "
+                          f"use {hint} or a smaller input")
+    if reason:
+        for cand in _standard_time_bases(rate):
+            if not _encoder_error(codec.name, time_base=cand, **trial):
+                notes.append(f"{codec.name} does not take the input's time base {time_base}: timestamps written in {cand}")
+                time_base, reason = cand, None
+                break
+    if reason:
+        raise OutputError(f"{info.path}: {codec.name} cannot encode {width}x{height} {pix_fmt} at {rate} fps "
+                          f"({reason}); pick another --codec or --pix-fmt")
+
+    if info.hdr is not None:
+        if codec.name == "libx265":
+            options["x265-params"] = ":".join(["log-level=error", *info.hdr.x265_params()])
+        else:
+            notes.append(f"HDR10 mastering display / light level metadata not carried: {codec.name} does not "
+                         "write it (use --codec libx265)")
+    elif codec.name == "libx265":
         options["x265-params"] = "log-level=error"
+
+    if info.sar and codec.name not in _SAR_IN_BITSTREAM:
+        notes.append(f"sample aspect ratio {info.sar.numerator}:{info.sar.denominator} not carried: {codec.name} does not "
+                     "store it, so the picture will look stretched (use --codec libx264 or libx265)")
 
     streams = []
     for st in info.streams:
+        keep = dict(metadata=st.metadata, disposition=st.disposition)
         if st.type not in _COPY_TYPES:
-            notes.append(f"{st.label} not carried (only video, audio and subtitles are)")
+            if not (st.type == "data" and st.codec is None and info.chapters):  # an mp4 chapter track: chapters below
+                notes.append(f"{st.label} not carried (only video, audio and subtitles are)")
             streams.append(StreamPlan(st.index, "drop"))
         elif holds(caps.format_name, st):
-            streams.append(StreamPlan(st.index, "copy", st.codec))
+            streams.append(StreamPlan(st.index, "copy", st.codec, **keep))
         elif st.type == "audio" and caps.default_audio_codec:
-            streams.append(StreamPlan(st.index, "transcode", caps.default_audio_codec))
+            streams.append(StreamPlan(st.index, "transcode", caps.default_audio_codec, **keep))
             notes.append(f"{st.label} re-encoded to {caps.default_audio_codec}: {caps.format_name} cannot hold {st.codec}")
         else:
             streams.append(StreamPlan(st.index, "drop"))
@@ -454,8 +594,9 @@ def plan_output(info: VideoInfo, caps: ContainerCaps, *, scale: int, settings: E
               if pix_fmt == "yuv420p" and info.bit_depth <= 8 else None)
     return OutputPlan(
         format_name=caps.format_name, encoder=codec.name, options=options, pix_fmt=pix_fmt, width=width, height=height,
-        rate=rate, time_base=time_base, colour=info.colour, yuv420=yuv420, rotation=info.rotation,
-        threads=s.threads, streams=tuple(streams), notes=tuple(notes))
+        rate=rate, time_base=time_base, colour=info.colour, yuv420=yuv420, sar=info.sar, rotation=info.rotation,
+        threads=s.threads, streams=tuple(streams), metadata=dict(info.metadata), video_metadata=dict(info.video_metadata),
+        video_disposition=info.video_disposition, chapters=tuple(info.chapters), notes=tuple(notes))
 
 
 class VideoWriter:
@@ -487,17 +628,23 @@ class VideoWriter:
     def _setup(self, sources: Mapping[int, Any]) -> None:
         p = self.plan
         c = self.container
+        c.metadata.update(p.metadata)
         stream = c.add_stream(p.encoder, rate=p.rate, options=dict(p.options))
         stream.width, stream.height, stream.pix_fmt = p.width, p.height, p.pix_fmt
         stream.time_base = p.time_base
         cc = stream.codec_context
         cc.time_base = p.time_base
+        if p.sar:
+            cc.sample_aspect_ratio = p.sar
+            stream.sample_aspect_ratio = p.sar
         cc.colorspace, cc.color_range = p.colour.colorspace, p.colour.color_range
         cc.color_primaries, cc.color_trc = p.colour.color_primaries, p.colour.color_trc
         if p.threads:
             cc.thread_count = p.threads
         if p.rotation:
             stream.set_display_rotation(p.rotation)
+        stream.metadata.update(p.video_metadata)
+        stream.disposition = av.stream.Disposition(p.video_disposition)
         self.video = stream
         self.copies: dict[int, Any] = {}
         self.transcoders: dict[int, tuple[Any, Any]] = {}
@@ -515,6 +662,10 @@ class VideoWriter:
                 except (AttributeError, ValueError):
                     pass
                 self.transcoders[sp.index] = (src, out)
+            out.metadata.update(sp.metadata)
+            out.disposition = av.stream.Disposition(sp.disposition)
+        if p.chapters:
+            c.set_chapters(list(p.chapters))
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -530,6 +681,8 @@ class VideoWriter:
             raise self._write_error(exc) from exc
 
     def _write_error(self, exc: BaseException) -> OutputError:
+        if getattr(exc, "errno", None) == errno.ENOSPC:
+            return OutputError(f"{self.name}: no space left on the device; free some space or write elsewhere")
         return OutputError(f"{self.name}: cannot write the video ({getattr(exc, 'strerror', None) or exc})")
 
     def write_frame(self, frame: Frame) -> None:
@@ -567,7 +720,6 @@ class VideoWriter:
         elif idx in self.transcoders:
             src, out = self.transcoders[idx]
             for af in src.codec_context.decode(packet):
-                af.pts = None
                 self._mux(out.encode(af))
 
     def finish(self) -> None:
@@ -577,7 +729,6 @@ class VideoWriter:
         self._mux(self.video.encode(None))
         for src, out in self.transcoders.values():
             for af in src.codec_context.decode(None):
-                af.pts = None
                 self._mux(out.encode(af))
             self._mux(out.encode(None))
         try:
@@ -600,5 +751,5 @@ def is_video_path(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-__all__ = ["Colour", "ContainerCaps", "EncodeSettings", "Frame", "OutputPlan", "StreamInfo", "StreamPlan",
+__all__ = ["Colour", "ContainerCaps", "EncodeSettings", "Frame", "Hdr10", "OutputPlan", "StreamInfo", "StreamPlan",
            "VideoInfo", "VideoReader", "VideoWriter", "is_video_path", "open_input", "plan_output"]
