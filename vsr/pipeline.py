@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from vsr import weights as weights_io
-from vsr.atomic import atomic_output, temp_path_for
+from vsr.atomic import atomic_output, remove_stale_temps, temp_path_for
 from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
 from vsr.data import IMAGE_EXTENSIONS, read_image
@@ -233,6 +233,7 @@ class Engine:
         src, dst = Path(src), Path(dst)
         check_output(src, dst, overwrite=overwrite)
         started = time.perf_counter()
+        stale = remove_stale_temps(dst)
         with VideoReader(src, skip_corrupt=self.skip_corrupt) as reader:
             info = reader.info
             plan = plan_output(info, ContainerCaps.for_path(dst), scale=self.upscaler.scale, settings=self.settings)
@@ -241,6 +242,9 @@ class Engine:
             batch_size = self.batch_for(info.height, info.width)
             result = Result(input=src, output=dst, in_size=(info.width, info.height), out_size=(plan.width, plan.height),
                             batch_size=batch_size, notes=list(plan.notes))
+            if stale:
+                result.notes.append(f"removed {len(stale)} temporary file(s) that a killed run left beside {dst.name}: "
+                                    + ", ".join(p.name for p in stale))
             target = self.output_target(plan)
             depth = self.queue_frames or 2 * batch_size + 2
             with atomic_output(dst) as tmp, VideoWriter(tmp, plan, reader.sources, name=dst) as writer, \

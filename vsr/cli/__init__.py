@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,9 +17,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="4x video super-resolution with SRResNet/SRGAN generators.")
 
 
+class Terminated(BaseException):
+    """SIGTERM (a service manager, ``timeout``, a container stop), raised in the main thread like Ctrl-C's
+    KeyboardInterrupt, so that every ``with`` on the way out cleans up (temporary outputs included)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 @contextmanager
 def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
-    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C)."""
+    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C, 143 on SIGTERM)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     except VsrError as exc:
@@ -32,6 +46,12 @@ def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {on_interrupt}", err=True)
         raise typer.Exit(130) from None
+    except Terminated:
+        typer.echo(f"terminated: {on_interrupt}", err=True)
+        raise typer.Exit(143) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def setup_logging(quiet: bool) -> None:

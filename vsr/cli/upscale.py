@@ -1,6 +1,8 @@
 """``vsr upscale``: upscale a video, an image, or a folder of them 4x."""
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +29,45 @@ def summary(r: Result, device: str, precision: str) -> str:
     (w, h), (ow, oh) = r.in_size, r.out_size
     return (f"{r.input} -> {r.output}: {r.frames_in} frames in, {r.frames_out} out, {w}x{h} -> {ow}x{oh}, "
             f"{r.seconds:.2f} s, {r.fps:.2f} fps, device {device}, precision {precision}")
+
+
+PROGRESS_EVERY_S = 10.0  # a plain progress line this often when stderr is not a terminal
+
+
+class LineProgress:
+    """Progress for a stderr that is a log file, a pipe or a service journal: no carriage returns, a whole
+    ``progress:`` line every ``PROGRESS_EVERY_S`` seconds (the bar of a terminal would glue the next line on)."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.name, self.total, self.done = "", None, 0
+        self.started = self.last = time.monotonic()
+
+    def reset(self, total: int | None = None) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def set_description(self, name: str) -> None:
+        self.name = name
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            of = f"/{self.total} frames ({100 * self.done // self.total}%)" if self.total else " frames"
+            fps = self.done / (now - self.started) if now > self.started else 0.0
+            typer.echo(f"progress: {self.name}: {self.done}{of}, {fps:.2f} fps", err=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_display(quiet: bool) -> tqdm | LineProgress:
+    """A bar on a terminal; plain periodic lines otherwise (quiet: neither)."""
+    if quiet or not sys.stderr.isatty():
+        return LineProgress(enabled=not quiet)
+    return tqdm(total=None, unit="frame", dynamic_ncols=True, leave=False, delay=0.5, file=sys.stderr)
 
 
 def upscale(
@@ -57,7 +98,7 @@ def upscale(
         engine, loaded, prec = build_engine(cfg)
         dev = str(engine.upscaler.device)
         out = output or default_output(input, loaded.scale)
-        bar = tqdm(total=None, unit="frame", disable=quiet, dynamic_ncols=True, leave=False, delay=0.5)
+        bar = progress_display(quiet)
 
         def on_start(info: VideoInfo) -> None:
             bar.reset(total=info.expected_frames or None)
