@@ -165,7 +165,8 @@ def test_bad_weights_and_options(tmp_path: Path):
     assert_error(run(src, "--weights", tmp_path / "junk.pt"), "junk.pt", "not a readable weights file")
     assert_error(run(src, "--weights", "no-such-model"), "no-such-model")
     assert_error(run(src, "--precision", "fp8"), "--precision")
-    assert_error(run(src, "--device", "cuda:7"), "--device") if not __import__("torch").cuda.is_available() else None
+    beyond = __import__("torch").cuda.device_count()  # one index past the last device, GPU machines included
+    assert_error(run(src, "--device", f"cuda:{beyond}", "--weights", tmp_path / "junk.pt"), f"cuda:{beyond}", "--device")
 
 
 def test_unknown_codec_and_pix_fmt(tmp_path: Path, tiny_weights: Path):

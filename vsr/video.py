@@ -27,6 +27,10 @@ from vsr.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
+# The APIs below came late: swscale's rounding flags in PyAV 18.0, set_display_rotation in 17.1 (pyproject: av>=18).
+if not hasattr(Interpolation, "ACCURATE_RND") or not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+    raise ImportError(f"vsr needs PyAV 18 or newer (this is PyAV {av.__version__}): pip install 'av>=18'")
+
 # swscale flags for YUV<->RGB: accurate rounding and full chroma interpolation (without them swscale
 # shifts 8-bit RGB by about -1 level and loses ~3 dB Y-PSNR on detailed frames).
 _TO_RGB = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
