@@ -86,7 +86,7 @@ def test_hdr10_mastering_display_and_light_level_reach_the_output(tmp_path: Path
     assert hdr.luminance == (Fraction(1, 10000), Fraction(1000))
     engine.upscale_video(src, tmp_path / f"out.{ext}")
     assert _first_hdr(tmp_path / f"out.{ext}") == hdr
-    plain = make_clip(tmp_path / f"sdr.{ext}", frames=2, codec="libx265", pix_fmt="yuv420p10le", audio=None)
+    plain = make_clip(tmp_path / f"sdr.{ext}", frames=3, codec="libx265", pix_fmt="yuv420p10le", audio=None)
     engine.upscale_video(plain, tmp_path / f"sdr_out.{ext}")
     assert _first_hdr(tmp_path / f"sdr_out.{ext}") is None  # nothing invented
 

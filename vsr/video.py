@@ -115,9 +115,11 @@ class Hdr10:
 
     def x265_params(self) -> list[str]:
         """``master-display`` (x,y in 0.00002 units, luminance in 0.0001 cd/m2) and ``max-cll`` for x265."""
+        def xy(point: tuple[Fraction, Fraction]) -> str:
+            return f"({round(point[0] * 50000)},{round(point[1] * 50000)})"
+
         params = []
         if self.primaries and self.white and self.luminance:
-            xy = lambda p: f"({round(p[0] * 50000)},{round(p[1] * 50000)})"  # noqa: E731
             (r, g, b), (lo, hi) = self.primaries, self.luminance
             params.append(f"master-display=G{xy(g)}B{xy(b)}R{xy(r)}WP{xy(self.white)}"
                           f"L({round(hi * 10000)},{round(lo * 10000)})")
