@@ -17,9 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="4x video super-resolution with SRResNet/SRGAN generators.")
 
 
-class Terminated(BaseException):
-    """SIGTERM (a service manager, ``timeout``, a container stop), raised in the main thread like Ctrl-C's
-    KeyboardInterrupt, so that every ``with`` on the way out cleans up (temporary outputs included)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``timeout``, a container stop), raised in the main thread as Ctrl-C is: every
+    ``with`` on the way out cleans up (temporary outputs included), and what stops cleanly on Ctrl-C (the trainer
+    saves a checkpoint) does so on SIGTERM too."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -43,12 +44,12 @@ def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
     except OSError as exc:
         typer.echo(f"error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {on_interrupt}", err=True)
-        raise typer.Exit(130) from None
     except Terminated:
         typer.echo(f"terminated: {on_interrupt}", err=True)
         raise typer.Exit(143) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {on_interrupt}", err=True)
+        raise typer.Exit(130) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
