@@ -272,3 +272,17 @@ def test_sigterm_cleans_up_the_temp_file_and_says_so(tmp_path: Path, tiny_weight
     assert [line for line in err.splitlines() if line.startswith("terminated:")], err
     assert "Traceback" not in err
     assert not list(tmp_path.glob(".out.vsr-tmp-*")) and not (tmp_path / "out.mp4").exists()
+
+
+def test_frame_too_large_for_the_encoder_fails_before_any_model_work(tmp_path: Path, tiny_weights: Path, monkeypatch):
+    from vsr.inference import Upscaler
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran before the encoder's limits were checked")
+
+    monkeypatch.setattr(Upscaler, "upscale", no_model)
+    src = make_clip(tmp_path / "wide.mp4", frames=2, width=4200, height=16, audio=None)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "16800x64", "too large for libx264",
+                 "--codec libx265")
+    assert leftovers(tmp_path, before) == set()
