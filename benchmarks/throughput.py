@@ -41,7 +41,8 @@ from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.device import resolve_device, resolve_precision
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
-from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter, encoder_defaults
+from vsr.video import (ContainerCaps, EncodeSettings, Frame, OutputPlan, VideoReader, VideoWriter, encoder_defaults,
+                       plan_output)
 from vsr.weights import DEFAULT_WEIGHTS, load
 
 VID4_GT = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "vid4" / "GT" / "foliage"
@@ -126,12 +127,19 @@ def decode_fps(clip: Path) -> tuple[float, list[Frame]]:
 
 def upscaled(frames: list[Frame], images: list[np.ndarray], pix_fmt: str | None = None) -> list[Frame]:
     """``frames`` with their pictures replaced by ``images`` (timing and colour kept)."""
-    return [replace(f, image=img, pix_fmt=pix_fmt) for f, img in zip(frames, images)]
+    return [replace(f, image=img, pix_fmt=pix_fmt or f.pix_fmt) for f, img in zip(frames, images)]
 
 
-def as_planes(frames: list[Frame], device: torch.device) -> list[Frame]:
+def plan_for(clip: Path, settings: EncodeSettings | None = None, scale: int = 4) -> OutputPlan:
+    """The output plan of upscaling ``clip`` ``scale``-x into an .mp4, video only."""
+    with VideoReader(clip) as reader:
+        plan = plan_output(reader.info, ContainerCaps.for_path(clip), scale=scale, settings=settings or EncodeSettings())
+    return replace(plan, streams=())
+
+
+def as_planes(clip: Path, frames: list[Frame], device: torch.device) -> list[Frame]:
     """RGB frames as the YUV 4:2:0 planes a GPU hands the encoder (``vsr.colour``, run on ``device``)."""
-    target = Yuv420.for_tags(frames[0].colour.colorspace, frames[0].colour.color_range) or Yuv420.for_tags(2, 0)
+    target = plan_for(clip).yuv420 or Yuv420.for_tags(2, 0)
     out = []
     for f in frames:
         x = torch.from_numpy(f.image).to(device).permute(2, 0, 1)[None].float() / 255
@@ -142,14 +150,12 @@ def as_planes(frames: list[Frame], device: torch.device) -> list[Frame]:
 def encode_fps(clip: Path, big: list[Frame], scale: int, tmp: Path,
                settings: EncodeSettings | None = None) -> tuple[float, int]:
     """Frames/s and output bytes of encoding the already ``scale``-x pictures ``big`` with ``settings``."""
-    with VideoReader(clip) as reader:
-        info = reader.info
-    info.copy_streams = []
+    plan = plan_for(clip, settings, scale)
     start = time.perf_counter()
-    writer = VideoWriter(tmp / "enc.mp4", info, scale=scale, settings=settings or EncodeSettings())
-    for f in big:
-        writer.write_frame(f)
-    writer.close()
+    with VideoWriter(tmp / "enc.mp4", plan, {}) as writer:
+        for f in big:
+            writer.write_frame(f)
+        writer.finish()
     return len(big) / (time.perf_counter() - start), (tmp / "enc.mp4").stat().st_size
 
 
@@ -177,6 +183,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS_BF16.items() if k in name), None)
     e2e_precision = resolve_precision(device, args.e2e_precision)
+    if e2e_precision not in precisions:  # the end-to-end run needs its own model column (auto = fp32 without fast bf16)
+        precisions.append(e2e_precision)
     encoding = EncodeSettings(encoder_bound=device.type == "cuda")  # the defaults of `vsr upscale` on this device
     preset = encoder_defaults("libx264", encoder_bound=encoding.encoder_bound)[2]
     gemm = {p: gemm_tflops(device, p) for p in precisions}
@@ -216,7 +224,7 @@ def main() -> None:
             # the model's own 4x pictures, batched and converted as end to end (YUV 4:2:0 made on a GPU, RGB
             # for swscale on a CPU): what the encoder really gets. The clips are yuv420p H.264.
             engine = Engine(up, batch_size=batch)
-            target = engine.output_target("yuv420p", frames[0])
+            target = engine.output_target(plan_for(clip, encoding))
             sr = upscaled(frames, list(engine.upscale_frames((f.image for f in frames), yuv=target)),
                           "yuv420p" if target else None)
             e_fps, _ = encode_fps(clip, sr, 4, tmp, encoding)
@@ -236,7 +244,7 @@ def main() -> None:
                   f"{e_fps:.1f} | {e_bicubic:.1f} | {result.fps:.2f} | {result.fps / stages[slowest]:.2f} | {slowest} |")
         if args.presets and largest:
             clip, frames = largest
-            planes = as_planes(frames, device)
+            planes = as_planes(clip, frames, device)
             print(f"\nEncoder presets at {args.sizes[-1]} -> 4x ({len(frames)} model-output frames, libx264 crf 18, "
                   "encode only; from RGB = swscale converts in the encoder thread, as on a CPU; from YUV planes = "
                   "converted beforehand, as on a GPU)\n")

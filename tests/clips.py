@@ -24,36 +24,65 @@ def frame_image(i: int, width: int, height: int, *, dtype: type = np.uint8) -> n
 def make_clip(path: Path, *, frames: int = 12, width: int = 32, height: int = 24, fps: int = 12,
               codec: str = "libx264", pix_fmt: str = "yuv420p", audio: str | None = "aac",
               vfr_pts: list[int] | None = None, time_base: Fraction | None = None, rotation: int = 0,
-              subtitles: bool = False, colorspace: int | None = None) -> Path:
-    """Write a small clip; ``vfr_pts`` gives explicit frame timestamps (in ``time_base``) for VFR."""
+              subtitles: bool = False, colorspace: int | None = None, color_range: int | None = None,
+              sar: Fraction | None = None, options: dict[str, str] | None = None, title: str | None = None,
+              audio_tracks: list[dict] | None = None, subtitle_tags: dict | None = None,
+              chapters: list[tuple[float, float, str]] | None = None, audio_start: float = 0.0) -> Path:
+    """Write a small clip; ``vfr_pts`` gives explicit frame timestamps (in ``time_base``) for VFR.
+
+    ``audio_tracks``: one audio stream per dict, with its ``metadata`` and ``disposition`` (an int);
+    ``chapters``: (start s, end s, title); ``audio_start``: the first audio sample's time in seconds.
+    """
     tb = time_base or Fraction(1, fps * 100)
     with av.open(str(path), "w") as out:
+        if title:
+            out.metadata["title"] = title
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
         vs.time_base = tb
         vs.codec_context.time_base = tb
         if codec == "libx264":
             vs.options = {"preset": "ultrafast", "crf": "10"}
+        if options:
+            vs.options = {**vs.options, **options}
         if colorspace is not None:
             vs.codec_context.colorspace = colorspace
+        if color_range is not None:
+            vs.codec_context.color_range = color_range
+        if sar is not None:
+            vs.codec_context.sample_aspect_ratio = sar
+            vs.sample_aspect_ratio = sar
         if rotation:
             vs.set_display_rotation(rotation)
-        aus = None
+        tracks = []
         if audio:
-            aus = out.add_stream(audio, rate=48000)
-            aus.layout = "stereo"
+            for spec in audio_tracks or [{}]:
+                aus = out.add_stream(audio, rate=48000)
+                aus.layout = "stereo"
+                aus.metadata.update(spec.get("metadata", {}))
+                if "disposition" in spec:
+                    aus.disposition = av.stream.Disposition(spec["disposition"])
+                tracks.append(aus)
         ss = out.add_mux_stream("subrip") if subtitles else None
+        if ss is not None and subtitle_tags:
+            ss.metadata.update(subtitle_tags.get("metadata", {}))
+            ss.disposition = av.stream.Disposition(subtitle_tags.get("disposition", 0))
+        if chapters:
+            out.set_chapters([{"id": i + 1, "start": int(a * 1000), "end": int(b * 1000), "time_base": Fraction(1, 1000),
+                               "metadata": {"title": t}} for i, (a, b, t) in enumerate(chapters)])
         depth16 = "10" in pix_fmt or "16" in pix_fmt
         for i in range(frames):
             img = frame_image(i, width, height, dtype=np.uint16 if depth16 else np.uint8)
             vf = av.VideoFrame.from_ndarray(img, format="rgb48le" if depth16 else "rgb24").reformat(format=pix_fmt)
+            if color_range is not None:
+                vf.color_range = color_range
             vf.pts = vfr_pts[i] if vfr_pts else int(round(i / (fps * tb)))
             vf.time_base = tb
             for p in vs.encode(vf):
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
-        if aus is not None:
+        for aus in tracks:
             seconds = frames / fps
             n = int(48000 * seconds)
             t = np.arange(n) / 48000
@@ -63,7 +92,7 @@ def make_clip(path: Path, *, frames: int = 12, width: int = 32, height: int = 24
                 chunk = np.ascontiguousarray(samples[:, start : start + 1024])
                 af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
                 af.sample_rate = 48000
-                af.pts = start
+                af.pts = start + int(round(audio_start * 48000))
                 af.time_base = Fraction(1, 48000)
                 for p in aus.encode(af):
                     out.mux(p)

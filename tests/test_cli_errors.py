@@ -1,4 +1,9 @@
 """`vsr upscale` through the CLI: one clear line and exit code 1 for bad input, nothing left behind."""
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -92,7 +97,29 @@ def test_corrupt_packets_stop_with_the_frame_named(tmp_path: Path, tiny_weights:
     assert leftovers(tmp_path, before) == set()
     ok = run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--skip-corrupt")
     assert ok.exit_code == 0, ok.output
-    assert (tmp_path / "o.mp4").exists()
+    assert "23 frames in, 23 out" in ok.output  # all but the one packet the decoder rejected
+    assert "1 corrupt packet(s) skipped" in ok.output
+    assert probe(tmp_path / "o.mp4")["frames"] == 23
+
+
+def _damage_inside(src: Path, dst: Path, k: int) -> Path:
+    """Overwrite a quarter of video packet ``k``'s payload: the decoder conceals the damage (is_corrupt frame)."""
+    with av.open(str(src)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][k]
+    data = bytearray(src.read_bytes())
+    n = max(4, size // 4)
+    data[pos + size // 2 : pos + size // 2 + n] = np.random.default_rng(k).integers(0, 256, n, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_skip_corrupt_keeps_the_frames_the_decoder_concealed(tmp_path: Path, tiny_weights: Path):
+    src = _damage_inside(make_clip(tmp_path / "good.mp4", frames=24, width=64, height=48, audio=None), tmp_path / "bad.mp4", 5)
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "bad.mp4", "corrupt video data")
+    ok = run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "--skip-corrupt")
+    assert ok.exit_code == 0, ok.output
+    assert "24 frames in, 24 out" in ok.output and "1 damaged frame(s) kept" in ok.output
+    assert probe(tmp_path / "o.mp4")["frames"] == 24
 
 
 def test_truncated_file(tmp_path: Path, tiny_weights: Path):
@@ -138,7 +165,8 @@ def test_bad_weights_and_options(tmp_path: Path):
     assert_error(run(src, "--weights", tmp_path / "junk.pt"), "junk.pt", "not a readable weights file")
     assert_error(run(src, "--weights", "no-such-model"), "no-such-model")
     assert_error(run(src, "--precision", "fp8"), "--precision")
-    assert_error(run(src, "--device", "cuda:7"), "--device") if not __import__("torch").cuda.is_available() else None
+    beyond = __import__("torch").cuda.device_count()  # one index past the last device, GPU machines included
+    assert_error(run(src, "--device", f"cuda:{beyond}", "--weights", tmp_path / "junk.pt"), f"cuda:{beyond}", "--device")
 
 
 def test_unknown_codec_and_pix_fmt(tmp_path: Path, tiny_weights: Path):
@@ -160,4 +188,101 @@ def test_interrupt_leaves_nothing(tmp_path: Path, engine, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         engine.upscale_video(src, tmp_path / "o.mp4", progress=progress)
+    assert leftovers(tmp_path, before) == set()
+
+
+def test_piped_stderr_gets_whole_progress_lines_and_errors_at_line_start(tmp_path: Path, tiny_weights: Path, monkeypatch):
+    from vsr.cli import upscale as upscale_cli
+
+    monkeypatch.setattr(upscale_cli, "PROGRESS_EVERY_S", 0.0)  # a line for every frame
+    src = make_clip(tmp_path / "in.mp4", frames=5)
+    ok = runner.invoke(app, ["upscale", str(src), "-o", str(tmp_path / "o.mp4"), "--weights", str(tiny_weights)])
+    assert ok.exit_code == 0, ok.output
+    err = ok.stderr
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("progress: in.mp4: ")]
+    assert len(lines) == 5 and lines[-1].startswith("progress: in.mp4: 5/5 frames (100%)"), err
+    # an error after progress lines begins its own line (grep '^error:' finds it)
+    (tmp_path / "o2.mp4").write_bytes(b"keep")
+    bad = runner.invoke(app, ["upscale", str(src), "-o", str(tmp_path / "o2.mp4"), "--weights", str(tiny_weights)])
+    assert bad.exit_code == 1 and any(line.startswith("error:") for line in bad.stderr.splitlines())
+    quiet = runner.invoke(app, ["upscale", str(src), "-o", str(tmp_path / "o3.mp4"), "--weights", str(tiny_weights), "-q"])
+    assert quiet.exit_code == 0 and "progress:" not in quiet.stderr
+
+
+def test_piped_stderr_of_a_real_process_has_no_carriage_return(tmp_path: Path, tiny_weights: Path):
+    _corrupt(make_clip(tmp_path / "in.mp4", frames=24, width=64, height=48, audio=None), tmp_path / "bad.mp4")
+    out = subprocess.run([sys.executable, "-m", "vsr", "upscale", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "o.mp4"),
+                          "--weights", str(tiny_weights)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "\r" not in out.stderr and "it/s" not in out.stderr and "frame/s" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")], out.stderr
+
+
+def test_full_disk_names_the_output_not_the_temp_file(tmp_path: Path, tiny_weights: Path):
+    """The hidden temp file is a link to /dev/full, whose writes fail with ENOSPC as on a full disk."""
+    from vsr.atomic import temp_path_for
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    for ext in ("mp4", "mkv"):
+        target = tmp_path / f"out.{ext}"
+        before = {p.name for p in tmp_path.iterdir()}
+        temp_path_for(target).symlink_to("/dev/full")  # the CLI runs in this process: its temp name has this PID
+        res = run(src, "-o", target, "--weights", tiny_weights)
+        assert_error(res, str(target), "no space left")
+        assert "vsr-tmp" not in res.stderr
+        assert leftovers(tmp_path, before) == set() and not target.exists()
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temp_files_of_dead_runs_are_removed_with_a_note(tmp_path: Path, tiny_weights: Path):
+    from vsr.atomic import _HOST
+
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    dead = tmp_path / f".out.vsr-tmp-{_HOST}-{_dead_pid()}.mp4"
+    alive = tmp_path / f".out.vsr-tmp-{_HOST}-{os.getppid()}.mp4"
+    other_host = tmp_path / f".out.vsr-tmp-elsewhere-{_dead_pid()}.mp4"
+    for p in (dead, alive, other_host):
+        p.write_bytes(b"half a video")
+    res = run(src, "-o", tmp_path / "out.mp4", "--weights", tiny_weights)
+    assert res.exit_code == 0, res.output
+    assert f"note: removed 1 temporary file(s) that a killed run left beside out.mp4: {dead.name}" in res.stderr
+    assert not dead.exists() and alive.exists() and other_host.exists()
+
+
+def test_sigterm_cleans_up_the_temp_file_and_says_so(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=400, width=64, height=48, audio=None)
+    proc = subprocess.Popen([sys.executable, "-m", "vsr", "upscale", str(src), "-o", str(tmp_path / "out.mp4"),
+                             "--weights", str(tiny_weights), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.vsr-tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be stopped: " + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if line.startswith("terminated:")], err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob(".out.vsr-tmp-*")) and not (tmp_path / "out.mp4").exists()
+
+
+def test_frame_too_large_for_the_encoder_fails_before_any_model_work(tmp_path: Path, tiny_weights: Path, monkeypatch):
+    from vsr.inference import Upscaler
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran before the encoder's limits were checked")
+
+    monkeypatch.setattr(Upscaler, "upscale", no_model)
+    src = make_clip(tmp_path / "wide.mp4", frames=2, width=4200, height=16, audio=None)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "16800x64", "too large for libx264",
+                 "--codec libx265")
     assert leftovers(tmp_path, before) == set()

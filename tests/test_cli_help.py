@@ -31,3 +31,16 @@ def test_help_does_not_import_the_heavy_stack(args: list[str]):
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "loaded:", proc.stdout[-300:]
+
+
+def test_a_terminal_gets_the_bar_and_a_pipe_gets_lines(monkeypatch):
+    import sys
+
+    from vsr.cli.upscale import LineProgress, progress_display
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = progress_display(False)
+    assert type(bar).__name__ == "tqdm"
+    bar.close()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert isinstance(progress_display(False), LineProgress)

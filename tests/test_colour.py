@@ -12,7 +12,7 @@ from conftest import tiny_model
 from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
-from vsr.video import VideoReader
+from vsr.video import ContainerCaps, EncodeSettings, VideoReader, plan_output
 
 
 def _picture(h: int = 48, w: int = 64) -> np.ndarray:
@@ -64,6 +64,11 @@ def test_upscaler_returns_planes_of_its_rgb_output():
         up.upscale(frames.astype(np.uint16), yuv=Yuv420.for_tags(1, 1))
 
 
+def _plan(src: Path, out: Path, pix_fmt: str | None = None):
+    with VideoReader(src) as r:
+        return plan_output(r.info, ContainerCaps.for_path(out), scale=4, settings=EncodeSettings(pix_fmt=pix_fmt))
+
+
 def _decoded(path: Path) -> np.ndarray:
     with VideoReader(path) as r:
         return np.stack([f.image for f in r if hasattr(f, "image")]).astype(int)
@@ -76,9 +81,7 @@ def test_engine_with_device_colour_writes_the_same_video(tmp_path: Path, colorsp
     for device_colour in (False, True):
         engine = Engine(Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32"), batch_size=3,
                         device_colour=device_colour)
-        with VideoReader(src) as r:
-            first = next(f for f in r if hasattr(f, "image"))
-        assert (engine.output_target("yuv420p", first) is not None) == device_colour
+        assert (engine.output_target(_plan(src, tmp_path / "o.mp4")) is not None) == device_colour
         result = engine.upscale_video(src, tmp_path / f"out{int(device_colour)}.mp4")
         assert result.frames_in == result.frames_out == 7
         outs[device_colour] = tmp_path / f"out{int(device_colour)}.mp4"
@@ -94,9 +97,8 @@ def test_engine_with_device_colour_writes_the_same_video(tmp_path: Path, colorsp
 def test_device_colour_is_off_on_the_cpu_by_default_and_for_other_formats(tmp_path: Path):
     engine = Engine(Upscaler(tiny_model(), device=torch.device("cpu"), precision="fp32"))
     src = make_clip(tmp_path / "in.mp4", frames=2, width=16, height=16, audio=None)
-    with VideoReader(src) as r:
-        first = next(f for f in r if hasattr(f, "image"))
-    assert engine.output_target("yuv420p", first) is None
+    plan = _plan(src, tmp_path / "o.mp4")
+    assert plan.pix_fmt == "yuv420p" and engine.output_target(plan) is None
     forced = Engine(engine.upscaler, device_colour=True)
-    assert forced.output_target("yuv444p", first) is None
-    assert forced.output_target("yuv420p", first) == Yuv420.for_tags(2, 0)
+    assert forced.output_target(_plan(src, tmp_path / "o.mp4", "yuv444p")) is None
+    assert forced.output_target(plan) == Yuv420.for_tags(2, 0)

@@ -21,6 +21,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise VsrError(f"--device {name!r} is not a device name (use auto, cpu, cuda, cuda:1, ...)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VsrError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise VsrError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                       f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

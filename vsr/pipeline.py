@@ -22,14 +22,15 @@ import numpy as np
 
 from vsr import images
 from vsr import weights as weights_io
-from vsr.atomic import temp_path_for
+from vsr.atomic import atomic_output, remove_stale_temps, temp_path_for
 from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
 from vsr.device import resolve_device, resolve_precision
 from vsr.errors import InputError, OutputError, VsrError
 from vsr.images import is_image_path
 from vsr.inference import Upscaler
-from vsr.video import EncodeSettings, Frame, VideoReader, VideoWriter, is_video_path
+from vsr.video import (ContainerCaps, EncodeSettings, Frame, OutputPlan, VideoReader, VideoWriter, is_video_path,
+                       plan_output)
 from vsr.weights import LoadedWeights
 
 _DONE = object()
@@ -128,6 +129,62 @@ def _encode_worker(writer: VideoWriter, inq: queue.Queue, stop: threading.Event,
         stop.set()
 
 
+class _Pump:
+    """A decoder thread feeding the caller and an encoder thread fed by it, through bounded queues.
+
+    The caller takes decoded items from ``items()`` and hands upscaled frames and copied packets to
+    ``send()``; a failure in either thread is raised in the caller. Leaving the ``with`` stops and joins both.
+    """
+
+    def __init__(self, reader: VideoReader, writer: VideoWriter, *, depth: int, progress: Progress | None) -> None:
+        self.stop = threading.Event()
+        self.decoded: queue.Queue = queue.Queue(maxsize=depth)
+        self.encoded: queue.Queue = queue.Queue(maxsize=depth)
+        self.errors: list[BaseException] = []
+        self.threads = [
+            threading.Thread(target=_decode_worker, args=(reader, self.decoded, self.stop), name="vsr-decode", daemon=True),
+            threading.Thread(target=_encode_worker, args=(writer, self.encoded, self.stop, self.errors, progress),
+                             name="vsr-encode", daemon=True),
+        ]
+
+    def __enter__(self) -> _Pump:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def items(self) -> Iterator[Any]:
+        """Decoded frames and copy-stream packets, in demux order, until the input ends."""
+        while True:
+            item = _get(self.decoded, self.stop)
+            if isinstance(item, _Failure):
+                raise item.exc
+            if item is _DONE:
+                return
+            yield item
+
+    def send(self, item: Any) -> None:
+        """Queue a frame or packet for the encoder thread."""
+        if not _put(self.encoded, item, self.stop):
+            self._raise()
+
+    def drain(self) -> None:
+        """Wait until the encoder thread has written everything sent."""
+        _put(self.encoded, _DONE, self.stop)
+        self.threads[1].join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+        if self.stop.is_set():
+            raise VsrError("upscaling stopped before the end")
+
+
 class Engine:
     """Upscales videos, images and folders with one ``Upscaler``."""
 
@@ -149,21 +206,15 @@ class Engine:
         """Frames per model batch for frames of this size."""
         return self.batch_size or self.upscaler.auto_batch(height, width)
 
-    def output_target(self, encoder_pix_fmt: str, first: Frame) -> Yuv420 | None:
-        """The YUV 4:2:0 target the pictures are converted to on the device, or None (RGB to the encoder).
-
-        Only for 8-bit ``yuv420p`` output in a colour matrix ``vsr.colour`` knows, taken from the first
-        frame's tags as the writer takes them.
-        """
-        if not self.device_colour or encoder_pix_fmt != "yuv420p" or first.image.dtype != np.uint8:
-            return None
-        return Yuv420.for_tags(first.colour.colorspace, first.colour.color_range)
+    def output_target(self, plan: OutputPlan) -> Yuv420 | None:
+        """The YUV 4:2:0 target the pictures are converted to on the device, or None (RGB to the encoder):
+        the plan's, where this engine converts on the device."""
+        return plan.yuv420 if self.device_colour else None
 
     def _infer(self, batch: list[Frame], target: Yuv420 | None) -> list[Frame]:
-        """The batch's frames upscaled, timing and tags unchanged; as ``target`` planes if one is given."""
-        pix_fmt = "yuv420p" if target else None
+        """The batch's frames upscaled, timing unchanged; as ``target`` planes if one is given."""
         images = self.upscale_frames((f.image for f in batch), yuv=target)
-        return [replace(f, image=up, pix_fmt=pix_fmt) for f, up in zip(batch, images)]
+        return [replace(f, image=up, pix_fmt="yuv420p" if target else f.pix_fmt) for f, up in zip(batch, images)]
 
     def upscale_frames(self, frames: Iterable[np.ndarray], *, yuv: Yuv420 | None = None) -> Iterator[np.ndarray]:
         """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch);
@@ -184,85 +235,57 @@ class Engine:
         src, dst = Path(src), Path(dst)
         check_output(src, dst, overwrite=overwrite)
         started = time.perf_counter()
-        reader = VideoReader(src, skip_corrupt=self.skip_corrupt)
-        info = reader.info
-        if on_start:
-            on_start(info)
-        result = Result(input=src, output=dst, in_size=(info.width, info.height),
-                        out_size=(info.width * self.upscaler.scale, info.height * self.upscaler.scale))
-        tmp = temp_path_for(dst)
-        writer = None
-        stop = threading.Event()
-        batch_size = self.batch_for(info.height, info.width)
-        result.batch_size = batch_size
-        depth = self.queue_frames or 2 * batch_size + 2
-        decoded: queue.Queue = queue.Queue(maxsize=depth)
-        encoded: queue.Queue = queue.Queue(maxsize=depth)
-        errors: list[BaseException] = []
-        threads: list[threading.Thread] = []
-        try:
-            writer = VideoWriter(tmp, info, scale=self.upscaler.scale, settings=self.settings)
-            threads = [
-                threading.Thread(target=_decode_worker, args=(reader, decoded, stop), name="vsr-decode", daemon=True),
-                threading.Thread(target=_encode_worker, args=(writer, encoded, stop, errors, progress),
-                                 name="vsr-encode", daemon=True),
-            ]
-            for t in threads:
-                t.start()
-            batch: list[Frame] = []
-            target: Yuv420 | None = None
-            first_batch = True
-            while True:
-                item = _get(decoded, stop)
-                if isinstance(item, _Failure):
-                    raise item.exc
-                last = item is _DONE
-                if isinstance(item, Frame):
+        stale = remove_stale_temps(dst)
+        with VideoReader(src, skip_corrupt=self.skip_corrupt) as reader:
+            info = reader.info
+            plan = plan_output(info, ContainerCaps.for_path(dst), scale=self.upscaler.scale, settings=self.settings)
+            if on_start:
+                on_start(info)
+            batch_size = self.batch_for(info.height, info.width)
+            result = Result(input=src, output=dst, in_size=(info.width, info.height), out_size=(plan.width, plan.height),
+                            batch_size=batch_size, notes=list(plan.notes))
+            if stale:
+                result.notes.append(f"removed {len(stale)} temporary file(s) that a killed run left beside {dst.name}: "
+                                    + ", ".join(p.name for p in stale))
+            target = self.output_target(plan)
+            depth = self.queue_frames or 2 * batch_size + 2
+            with atomic_output(dst) as tmp, VideoWriter(tmp, plan, reader.sources, name=dst) as writer, \
+                    _Pump(reader, writer, depth=depth, progress=progress) as pump:
+                batch: list[Frame] = []
+                for item in pump.items():
+                    if not isinstance(item, Frame):
+                        pump.send(item)
+                        continue
                     batch.append(item)
                     result.frames_in += 1
-                elif not last:
-                    if not _put(encoded, item, stop):
-                        break
-                if batch and (last or len(batch) >= batch_size):
-                    if first_batch:  # the first frame's tags say where the pictures become YUV (as the writer's)
-                        target, first_batch = self.output_target(writer.pix_fmt, batch[0]), False
-                    for f in self._infer(batch, target):
-                        if not _put(encoded, f, stop):
-                            break
-                    batch = []
-                if last or stop.is_set():
-                    break
-            _put(encoded, _DONE, stop)
-            threads[1].join()
-            if errors:
-                raise errors[0]
-            if stop.is_set():
-                raise VsrError(f"{src}: upscaling stopped before the end")
-            writer.close()
-            result.frames_out = writer.frames_written
-            result.notes.extend(writer.notes)
-            if reader.corrupt_packets:
-                result.notes.append(f"{reader.corrupt_packets} corrupt packet(s) skipped (--skip-corrupt)")
-            if result.frames_out != result.frames_in:
-                raise VsrError(f"{src}: decoded {result.frames_in} frames but wrote {result.frames_out}")
-            expected = info.expected_frames
-            if expected and (expected != result.frames_in if info.frames else result.frames_in < expected - 1):
-                result.notes.append(f"the container announced {'' if info.frames else 'about '}{expected} frames but "
-                                    f"{result.frames_in} were decoded (truncated file?)")
-            os.replace(tmp, dst)
-        except BaseException:
-            stop.set()
-            for t in threads:
-                t.join(timeout=10)
-            if writer is not None:
-                writer.abort()
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            stop.set()
-            reader.close()
+                    if len(batch) >= batch_size:
+                        for frame in self._infer(batch, target):
+                            pump.send(frame)
+                        batch = []
+                for frame in self._infer(batch, target) if batch else ():
+                    pump.send(frame)
+                pump.drain()
+                writer.finish()
+                result.frames_out = writer.frames_written
+                result.notes.extend(writer.notes)
+                self._check_counts(reader, result)
         result.seconds = time.perf_counter() - started
         return result
+
+    @staticmethod
+    def _check_counts(reader: VideoReader, result: Result) -> None:
+        """Every decoded frame written (else an error), and a note where the container announced other counts."""
+        info = reader.info
+        if reader.corrupt_packets:
+            result.notes.append(f"{reader.corrupt_packets} corrupt packet(s) skipped (--skip-corrupt)")
+        if reader.concealed_frames:
+            result.notes.append(f"{reader.concealed_frames} damaged frame(s) kept as the decoder concealed them (--skip-corrupt)")
+        if result.frames_out != result.frames_in:
+            raise VsrError(f"{result.input}: decoded {result.frames_in} frames but wrote {result.frames_out}")
+        expected = info.expected_frames
+        if expected and (expected != result.frames_in if info.frames else result.frames_in < expected - 1):
+            result.notes.append(f"the container announced {'' if info.frames else 'about '}{expected} frames but "
+                                f"{result.frames_in} were decoded (truncated file?)")
 
     def upscale_image(self, src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Result:
         """Upscale one image; greyscale stays greyscale, alpha is resized bicubically, 16-bit stays 16-bit,

@@ -6,7 +6,9 @@ Command modules import torch, PyAV and the library inside their command function
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,14 +21,30 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="4x video super-resolution with SRResNet/SRGAN generators.")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``timeout``, a container stop), raised in the main thread as Ctrl-C is: every
+    ``with`` on the way out cleans up (temporary outputs included), and what stops cleanly on Ctrl-C (the trainer
+    saves a checkpoint) does so on SIGTERM too."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 @contextmanager
 def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
-    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C)."""
+    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C, 143 on SIGTERM)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     except VsrError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except Terminated:
+        typer.echo(f"terminated: {on_interrupt}", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {on_interrupt}", err=True)
         raise typer.Exit(130) from None
@@ -36,6 +54,9 @@ def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
             raise
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _system_error(exc: Exception) -> str | None:

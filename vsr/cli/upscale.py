@@ -1,6 +1,8 @@
 """``vsr upscale``: upscale a video, an image, or a folder of them 4x."""
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -30,10 +32,51 @@ def summary(r: Result, device: str, precision: str) -> str:
             f"{r.seconds:.2f} s, {r.fps:.2f} fps, device {device}, precision {precision}")
 
 
+PROGRESS_EVERY_S = 10.0  # a plain progress line this often when stderr is not a terminal
+
+
+class LineProgress:
+    """Progress for a stderr that is a log file, a pipe or a service journal: no carriage returns, a whole
+    ``progress:`` line every ``PROGRESS_EVERY_S`` seconds (the bar of a terminal would glue the next line on)."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.name, self.total, self.done = "", None, 0
+        self.started = self.last = time.monotonic()
+
+    def reset(self, total: int | None = None) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def set_description(self, name: str) -> None:
+        self.name = name
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            of = f"/{self.total} frames ({100 * self.done // self.total}%)" if self.total else " frames"
+            fps = self.done / (now - self.started) if now > self.started else 0.0
+            typer.echo(f"progress: {self.name}: {self.done}{of}, {fps:.2f} fps", err=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_display(quiet: bool) -> tqdm | LineProgress:
+    """A bar on a terminal; plain periodic lines otherwise (quiet: neither)."""
+    if quiet or not sys.stderr.isatty():
+        return LineProgress(enabled=not quiet)
+    from tqdm import tqdm
+
+    return tqdm(total=None, unit="frame", dynamic_ncols=True, leave=False, delay=0.5, file=sys.stderr)
+
+
 def upscale(
     input: Annotated[Path, typer.Argument(help="Video file, image file, or folder of them.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file or folder (default: INPUT_x4.EXT).")] = None,
-    weights: Annotated[str, typer.Option(help="Shipped model name or path to a .pt weights file.")] = DEFAULT_WEIGHTS,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file or folder (default: INPUT_x4.EXT, or _x2 etc. for other scales).")] = None,
+    weights: Annotated[str, typer.Option(help="Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel).")] = DEFAULT_WEIGHTS,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames per model batch (0 = auto: from the frame size and free memory).")] = 0,
@@ -48,9 +91,7 @@ def upscale(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line and errors.")] = False,
 ) -> None:
     """Upscale a video (audio, subtitles, timing and colour kept), an image, or a folder, 4x."""
-    from tqdm import tqdm  # the engine (torch, PyAV) is imported by the command, not by `--help`
-
-    from vsr.pipeline import build_engine, is_image_path
+    from vsr.pipeline import build_engine, is_image_path  # torch and PyAV load with the command, not for `--help`
 
     setup_logging(quiet)
     cfg = UpscaleConfig(weights=weights, device=device, precision=precision, batch_size=batch_size, tile=tile,
@@ -64,7 +105,7 @@ def upscale(
             typer.echo(f"note: {note}", err=True)
         dev = str(engine.upscaler.device)
         out = output or default_output(input, loaded.scale)
-        bar = tqdm(total=None, unit="frame", disable=quiet, dynamic_ncols=True, leave=False, delay=0.5)
+        bar = progress_display(quiet)
 
         def on_start(info: VideoInfo) -> None:
             bar.reset(total=info.expected_frames or None)
