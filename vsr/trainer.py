@@ -121,11 +121,6 @@ def learning_rate(cfg: TrainConfig, step: int, horizon: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
 def _tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -387,12 +382,12 @@ def save_checkpoint(run: Run) -> None:
     """Both networks, both optimisers and scalers, the step and the full config (rank 0 only)."""
     if not run.ddp.main:
         return
-    state = {"model": _unwrap(run.gen).state_dict(), "optimizer": run.opt_g.state_dict(),
+    state = {"model": weights_io.unwrap(run.gen).state_dict(), "optimizer": run.opt_g.state_dict(),
              "scaler_g": run.scaler_g.state_dict(), "step": run.step, "config": to_dict(run.cfg),
              "precision": run.precision, "lr_horizon": run.lr_horizon,
              "degradation": degradation_dict(run.sampler.degradation)}
     if run.disc is not None:
-        state |= {"discriminator": _unwrap(run.disc).state_dict(), "optimizer_d": run.opt_d.state_dict(),
+        state |= {"discriminator": weights_io.unwrap(run.disc).state_dict(), "optimizer_d": run.opt_d.state_dict(),
                   "scaler_d": run.scaler_d.state_dict()}
     weights_io.save_checkpoint(state, run.run_dir / "checkpoint.pt")
 
@@ -401,7 +396,7 @@ def keep_snapshot(run: Run) -> None:
     """The generator alone at this step (``vsr train export RUN --step N`` turns it into weights)."""
     if not run.ddp.main:
         return
-    weights_io.save_checkpoint({"model": _unwrap(run.gen).state_dict(), "step": run.step, "config": to_dict(run.cfg),
+    weights_io.save_checkpoint({"model": weights_io.unwrap(run.gen).state_dict(), "step": run.step, "config": to_dict(run.cfg),
                                 "precision": run.precision, "degradation": degradation_dict(run.sampler.degradation)},
                                _snapshot_path(run.run_dir, run.step))
 
@@ -443,16 +438,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
                     val = val_deg = None
                     if (val_now or step == cfg.steps) and run.val_images:
-                        val = last_val = validate(_unwrap(run.gen), run.val_images, device=device, precision=precision)
+                        val = last_val = validate(weights_io.unwrap(run.gen), run.val_images, device=device, precision=precision)
                         if run.val_condition is not None:
                             val_deg = (run.val_condition.label,
-                                       validate(_unwrap(run.gen), run.val_images, device=device, precision=precision,
+                                       validate(weights_io.unwrap(run.gen), run.val_images, device=device, precision=precision,
                                                 condition=run.val_condition))
                         run.gen.train()
                     log.row(step, lr=lr_now, w_mse=w_mse, w_vgg=w_vgg, seconds=time.time() - t0, val_psnr=val,
                             val_deg=val_deg)
                     if val is not None:  # drawn after the row is in log.csv, so the curves include it
-                        _write_pictures(run.run_dir, _unwrap(run.gen), run.val_images, device, precision)
+                        _write_pictures(run.run_dir, weights_io.unwrap(run.gen), run.val_images, device, precision)
                         run.gen.train()
                 if step % cfg.ckpt_every == 0:
                     save_checkpoint(run)
@@ -503,7 +498,7 @@ def _ranks_in_sync(gen: nn.Module, ddp: Dist) -> bool:
     """All ranks hold the same generator (a checksum per rank, gathered)."""
     if ddp.world == 1:
         return True
-    mine = torch.cat([p.detach().float().flatten() for p in _unwrap(gen).parameters()])
+    mine = torch.cat([p.detach().float().flatten() for p in weights_io.unwrap(gen).parameters()])
     gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
     dist.all_gather(gathered, mine)
     return all(torch.equal(g, gathered[0]) for g in gathered)

@@ -158,15 +158,10 @@ def _write(obj: Any, path: Path) -> Path:
     return path
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
-
-
-def state_dict_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unwrapped module's state dict, so wrapper prefixes never reach a file."""
-    return _unwrap(model).state_dict()
 
 
 def _canonical_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -240,9 +235,9 @@ def save(model: nn.Module, path: str | Path, *, meta: dict[str, Any], half: bool
 
     The architecture and its arguments are taken from the model itself, so they always match the tensors.
     """
-    descriptor = describe_model(_unwrap(model))
+    descriptor = describe_model(unwrap(model))
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in state_dict_of(model).items()}
+             for k, v in unwrap(model).state_dict().items()}  # no wrapper prefixes in files
     meta = dict(meta) | {"arch": descriptor.arch, "arch_kwargs": descriptor.params}
     return _write({"format": FORMAT, "meta": meta, "state_dict": state}, Path(path))
 
