@@ -202,3 +202,19 @@ def test_bench_and_serve_run_a_community_model(tmp_path: Path):
         out = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
         assert out.shape == (40, 52, 3)
         assert np.abs(cv2.cvtColor(out, cv2.COLOR_BGR2RGB).astype(int) - _direct(path, _frames(1))[0]).max() <= 1
+
+
+def test_a_precision_the_model_lacks_falls_back_with_a_note_or_is_refused_when_asked_for(tmp_path: Path, monkeypatch):
+    import vsr.pipeline as pipeline
+    from vsr.config import UpscaleConfig
+    from vsr.errors import VsrError
+
+    model, _ = _models()["swinir-x2"]  # spandrel: SwinIR does not support fp16
+    path = _save(tmp_path, "swinir", model)
+    assert "fp16" not in weights_io.load(str(path)).descriptor.precisions
+    monkeypatch.setattr(pipeline, "resolve_precision", lambda device, name: "fp16")  # as auto would on an older GPU
+    engine, _, precision = pipeline.build_engine(UpscaleConfig(weights=str(path), device="cpu"))
+    assert precision == "fp32" and engine.upscaler.precision == "fp32"
+    assert engine.notes == ["SwinIR does not support fp16; running in fp32"]
+    with pytest.raises(VsrError, match="does not run in fp16; it supports fp32"):
+        pipeline.build_engine(UpscaleConfig(weights=str(path), device="cpu", precision="fp16"))
