@@ -142,3 +142,17 @@ def probe(path: Path) -> dict:
             info["audio_rate"] = a.codec_context.sample_rate
     info["frames"] = len(info["video_pts"])
     return info
+
+
+def wait_for_job(client, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
+    """Poll a ``vsr serve`` test client until the job reaches one of ``until`` (an AssertionError after ``timeout`` s)."""
+    import time
+
+    end = time.time() + timeout
+    job: dict = {}
+    while time.time() < end:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job.get('status')}")

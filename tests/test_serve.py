@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from clips import frame_image, make_clip, probe
+from clips import wait_for_job as _wait
 from conftest import tiny_model
 from fastapi.testclient import TestClient
 
@@ -32,16 +33,6 @@ def _engine() -> Engine:
 def _client(tmp_path: Path, **kw) -> TestClient:
     cfg = ServeConfig(workdir=str(tmp_path / "work"), **kw)
     return TestClient(create_app(_engine(), {"name": "tiny"}, cfg), base_url=BASE)
-
-
-def _wait(client: TestClient, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job['status']}")
 
 
 def test_predict_uint8_and_float_match_the_upscaler(tmp_path: Path):

@@ -18,6 +18,7 @@ import pytest
 import starlette.formparsers
 import torch
 from clips import frame_image, make_clip
+from clips import wait_for_job as _wait
 from conftest import tiny_model
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -44,16 +45,6 @@ def _engine() -> Engine:
 def _client(tmp_path: Path, meta: dict | None = None, base_url: str = BASE, **kw) -> TestClient:
     cfg = ServeConfig(workdir=str(tmp_path / "work"), **kw)
     return TestClient(create_app(_engine(), meta or {"name": "tiny"}, cfg), base_url=base_url)
-
-
-def _wait(client: TestClient, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job['status']}")
 
 
 def _png(img: np.ndarray) -> bytes:
