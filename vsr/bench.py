@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop
-from vsr.degrade import Condition, parse_condition
+from vsr.degrade import CodecStep, Condition, parse_condition
 from vsr.errors import DataError
 from vsr.images import read_image, write_image
 from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
@@ -188,8 +188,9 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
                 f"{'mean of per-clip means' if video else 'mean over images'}; "
                 "greyscale GT scored on its one channel"
                 + ("; flicker = RMS of the frame-difference error on Y (levels)" if video else ""))
-    lr_made_by = cond.describe() + (" (codec over each whole clip)" if video and cond.steps else
-                                    " (codec per image)" if cond.steps else "")
+    coded = any(isinstance(st, CodecStep) for st in cond.steps)
+    lr_made_by = cond.describe() + (" (video codec over each whole clip)" if video and coded else
+                                    " (per image)" if cond.steps and not video else "")
     result = BenchResult(dataset=dataset, weights=weights_name, degradation=cond.label, crop_border=crop,
                          protocol=protocol, lr_made_by=lr_made_by, device=str(engine.upscaler.device),
                          precision=engine.upscaler.precision)
