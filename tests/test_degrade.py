@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_bench import Bicubic
 from typer.testing import CliRunner
 
 from vsr import bench
@@ -118,11 +119,6 @@ def test_sampler_with_a_degradation_is_deterministic_and_prefetch_changes_nothin
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, plain))
     lr, hr = plain[0]
     assert lr.shape == (6, 3, 8, 8) and hr.shape == (6, 3, 32, 32) and 0 <= lr.min() and lr.max() <= 1
-
-
-class Bicubic(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return imresize(x * 255.0, 4.0, quantize=False) / 127.5 - 1.0
 
 
 def _fake_vid4(root: Path, frames: int = 4) -> None:
