@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from vsr.atomic import _HOST, atomic_output, remove_stale_temps, stale_temps, temp_path_for
+from vsr.atomic import HOST, atomic_output, remove_stale_temps, stale_temps, temp_path_for
 
 
 def _dead_pid() -> int:
@@ -31,12 +31,12 @@ def test_success_replaces_the_target_and_failure_leaves_nothing(tmp_path):
 
 def test_only_dead_processes_temps_of_this_target_are_removed(tmp_path):
     target = tmp_path / "clip.mkv"
-    dead = tmp_path / f".clip.vsr-tmp-{_HOST}-{_dead_pid()}.mkv"
-    live = tmp_path / f".clip.vsr-tmp-{_HOST}-{os.getppid()}.mkv"        # our parent is alive
+    dead = tmp_path / f".clip.vsr-tmp-{HOST}-{_dead_pid()}.mkv"
+    live = tmp_path / f".clip.vsr-tmp-{HOST}-{os.getppid()}.mkv"        # our parent is alive
     mine = temp_path_for(target)
     other_host = tmp_path / f".clip.vsr-tmp-otherbox-{_dead_pid()}.mkv"   # its PIDs mean nothing here
-    other_target = tmp_path / f".clip2.vsr-tmp-{_HOST}-{_dead_pid()}.mkv"
-    other_ext = tmp_path / f".clip.vsr-tmp-{_HOST}-{_dead_pid()}.mp4"
+    other_target = tmp_path / f".clip2.vsr-tmp-{HOST}-{_dead_pid()}.mkv"
+    other_ext = tmp_path / f".clip.vsr-tmp-{HOST}-{_dead_pid()}.mp4"
     for p in (dead, live, mine, other_host, other_target, other_ext):
         p.write_bytes(b"x")
     assert stale_temps(target) == [dead]

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import vsr.images as images_mod
-from vsr.atomic import _HOST
+from vsr.atomic import HOST
 from vsr.config import ServeConfig, UpscaleConfig
 from vsr.errors import VsrError
 from vsr.inference import Upscaler
@@ -337,7 +337,7 @@ def test_upload_content_must_match_its_name_and_results_are_matroska(tmp_path: P
 
 def test_failed_job_error_has_no_paths_or_pids(tmp_path: Path, monkeypatch):
     def broken(self, src, dst, **kw):
-        raise VsrError(f"{src}: decode failed writing {dst.parent}/.result.vsr-tmp-{_HOST}-{os.getpid()}.mkv")
+        raise VsrError(f"{src}: decode failed writing {dst.parent}/.result.vsr-tmp-{HOST}-{os.getpid()}.mkv")
 
     monkeypatch.setattr(Engine, "upscale_video", broken)
     clip = make_clip(tmp_path / "in.mp4", frames=2)
@@ -455,7 +455,7 @@ def test_restart_removes_dead_temps_and_orphans_and_logs_it(tmp_path: Path, capl
         store.update("j1", status="running")  # as if the server was killed mid-job
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = tmp_path / "work" / "jobs" / "j1" / f".result.vsr-tmp-{_HOST}-{dead.pid}.mkv"
+    stale = tmp_path / "work" / "jobs" / "j1" / f".result.vsr-tmp-{HOST}-{dead.pid}.mkv"
     stale.write_bytes(b"half a video")
     orphan = tmp_path / "work" / "jobs" / "orphan"  # a folder whose row was never written
     orphan.mkdir()

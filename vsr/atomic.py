@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:32] or "host"
+HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:32] or "host"
 
 
 def temp_path_for(target: Path) -> Path:
     """A hidden temporary file beside ``target`` with the same extension (so the format is the same)."""
     target = Path(target)
-    return target.with_name(f".{target.stem}.vsr-tmp-{_HOST}-{os.getpid()}{target.suffix}")
+    return target.with_name(f".{target.stem}.vsr-tmp-{HOST}-{os.getpid()}{target.suffix}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,10 +46,10 @@ def stale_temps(target: Path) -> list[Path]:
         return []
     for p in entries:
         m = pattern.match(p.name)
-        if not m or m["host"] != _HOST or not p.is_file():
+        if not m or m["host"] != HOST or not p.is_file():
             continue
         pid = int(m["pid"])
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             found.append(p)
     return sorted(found)
 
