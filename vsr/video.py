@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import logging
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -241,9 +242,10 @@ class VideoReader:
     error ends the input after the frames the decoder still holds.
     """
 
-    def __init__(self, path: str | Path, *, skip_corrupt: bool = False, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, *, skip_corrupt: bool = False, threads: int = 0, video_only: bool = False) -> None:
         self.path = Path(path)
         self.skip_corrupt = skip_corrupt
+        self.video_only = video_only  # yield frames only (a segment's worker: the join copies the other streams)
         self.threads = threads
         self.corrupt_packets = 0
         self.concealed_frames = 0
@@ -285,6 +287,7 @@ class VideoReader:
             video_disposition=int(self.stream.disposition), chapters=list(self.container.chapters()),
         )
         self._copy = [s for s in others if s.type in _COPY_TYPES]
+        self._demuxed = [] if self.video_only else self._copy
         self._items = self._demux()
         self._ahead: list[Frame | av.Packet] = []
         for item in self._items:  # up to the first frame: what the plan needs to know
@@ -328,11 +331,11 @@ class VideoReader:
         log.warning("%s: skipping corrupt video data %s", self.path, where)
 
     def _packets(self) -> Iterator[av.Packet]:
-        return self.container.demux(self.stream, *self._copy)
+        return self.container.demux(self.stream, *self._demuxed)
 
-    def _demux(self) -> Iterator[Frame | av.Packet]:
+    def _demux(self, *, from_start: bool = True) -> Iterator[Frame | av.Packet]:
         index = 0
-        copy_ids = {s.index for s in self._copy}
+        copy_ids = {s.index for s in self._demuxed}
         decoder = self.stream.codec_context
         ended = False
         try:
@@ -369,13 +372,87 @@ class VideoReader:
                 if not self.skip_corrupt:
                     raise InputError(f"{self.path}: corrupt video data at the end ({exc})") from exc
                 self.corrupt_packets += 1
-        if index == 0:
+        if index == 0 and from_start:  # (after a seek, the caller judges what came)
             raise InputError(f"{self.path}: the video stream has no decodable frames")
 
     def __iter__(self) -> Iterator[Frame | av.Packet]:
         while self._ahead:
             yield self._ahead.pop(0)
         yield from self._items
+
+    def frames_between(self, start: int | None, end: int | None, *, first_index: int = 0) -> Iterator[Frame]:
+        """The frames shown from ``start`` up to (not including) ``end`` (pts in the stream's time base; None: open),
+        numbered from ``first_index``: the input is sought to the keyframe before ``start`` and decoded forward to
+        the exact frame (from the beginning where the container's index lands after it)."""
+        if start is None:
+            yield from self._frames_in(iter(self), None, end, first_index)
+            return
+        # A container's index may be of decode times, or coarse: a seek can land on a keyframe shown after
+        # ``start``. Then seek a second and ten seconds earlier, and at last decode from the beginning.
+        tb = self.info.time_base
+        for back in (0, 1, 10):
+            try:
+                self.container.seek(start - int(back / tb), stream=self.stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                continue
+            self.stream.codec_context.flush_buffers()
+            self._ahead = []
+            items = self._demux(from_start=False)
+            first = next((item for item in items if isinstance(item, Frame)), None)
+            if first is not None and first.pts is not None and first.pts <= start:
+                yield from self._frames_in(itertools.chain([first], items), start, end, first_index)
+                return
+        self.container.close()
+        self.container = open_input(self.path)
+        self._open()
+        yield from self._frames_in(iter(self), start, end, first_index)
+
+    def _frames_in(self, items: Iterator[Frame | av.Packet], start: int | None, end: int | None,
+                   index: int) -> Iterator[Frame]:
+        for item in items:
+            if not isinstance(item, Frame):
+                continue
+            if item.pts is None:
+                if start is None and end is None:  # the whole video: timestamps are the writer's business
+                    yield Frame(index, item.image, item.pts, item.time_base, item.pix_fmt)
+                    index += 1
+                    continue
+                raise InputError(f"{self.path}: frame {index} has no timestamp; cannot cut the video into segments")
+            if start is not None and item.pts < start:
+                continue
+            if end is not None and item.pts >= end:
+                return
+            yield Frame(index, item.image, item.pts, item.time_base, item.pix_fmt)
+            index += 1
+
+    def presentation_times(self) -> list[int] | None:
+        """The pts of every video frame in display order, from the packets alone (nothing is decoded); None where
+        some packet has none or two share one (such a video is not cut into segments)."""
+        with open_input(self.path) as c:
+            stream = c.streams[self.stream.index]
+            times = []
+            try:
+                for packet in c.demux(stream):
+                    if packet.size:
+                        if packet.pts is None:
+                            return None
+                        times.append(int(packet.pts))
+            except av.FFmpegError:
+                return None
+        times.sort()
+        if any(a == b for a, b in zip(times, times[1:])):
+            return None
+        return times
+
+    def copy_packets(self) -> Iterator[av.Packet]:
+        """The packets of the streams carried over (audio, subtitles), in demux order, from a second opening of the
+        input (the join of segments, which decodes no video)."""
+        if not self._copy:
+            return
+        with open_input(self.path) as c:
+            for packet in c.demux(*[c.streams[s.index] for s in self._copy]):
+                if packet.size:
+                    yield packet
 
 
 def can_hold(format_name: str, stream: StreamInfo) -> bool:
@@ -605,21 +682,112 @@ def plan_output(info: VideoInfo, caps: ContainerCaps, *, scale: int, settings: E
         video_disposition=info.video_disposition, chapters=tuple(info.chapters), notes=tuple(notes))
 
 
+def add_video_stream(container: av.container.OutputContainer, plan: OutputPlan) -> Any:
+    """The plan's video stream in ``container``: encoder, options, size, time base, colour, aspect, rotation, tags."""
+    p = plan
+    stream = container.add_stream(p.encoder, rate=p.rate, options=dict(p.options))
+    stream.width, stream.height, stream.pix_fmt = p.width, p.height, p.pix_fmt
+    stream.time_base = p.time_base
+    cc = stream.codec_context
+    cc.time_base = p.time_base
+    if p.sar:
+        cc.sample_aspect_ratio = p.sar
+        stream.sample_aspect_ratio = p.sar
+    cc.colorspace, cc.color_range = p.colour.colorspace, p.colour.color_range
+    cc.color_primaries, cc.color_trc = p.colour.color_primaries, p.colour.color_trc
+    if p.threads:
+        cc.thread_count = p.threads
+    if p.rotation:
+        stream.set_display_rotation(p.rotation)
+    stream.metadata.update(p.video_metadata)
+    stream.disposition = av.stream.Disposition(p.video_disposition)
+    return stream
+
+
+class FrameEncoder:
+    """Encode upscaled frames with a plan's video stream: pixels converted to the output format, timestamps
+    rescaled to the plan's time base (a non-increasing one moved forward, with a note); the packets are returned,
+    muxing them is the caller's."""
+
+    def __init__(self, stream: Any, plan: OutputPlan) -> None:
+        self.stream, self.plan = stream, plan
+        self.notes: list[str] = []
+        self.frames = 0
+        self.last_pts: int | None = None
+
+    def encode(self, frame: Frame) -> list[av.Packet]:
+        """The packets the encoder gives for one more frame, shown at its original time."""
+        p = self.plan
+        c = p.colour
+        if frame.pix_fmt in ("rgb24", "rgb48le"):  # swscale converts it to the output's format, matrix and range
+            vf = av.VideoFrame.from_ndarray(frame.image, format=frame.pix_fmt)
+            vf = vf.reformat(format=p.pix_fmt, dst_colorspace=c.colorspace if c.colorspace != 2 else None,
+                             src_color_range="JPEG", dst_color_range=c.color_range or None, interpolation=_TO_YUV)
+        elif frame.pix_fmt == p.pix_fmt:  # converted before it came here
+            vf = av.VideoFrame.from_ndarray(frame.image, format=frame.pix_fmt)
+        else:
+            raise ValueError(f"frame {frame.index} is {frame.pix_fmt}, the encoder takes {p.pix_fmt} or RGB")
+        vf.color_range = c.color_range
+        pts = None if frame.pts is None else round(frame.pts * frame.time_base / p.time_base)
+        if pts is None or (self.last_pts is not None and pts <= self.last_pts):
+            step = max(1, round(1 / (float(p.rate) * float(p.time_base))))
+            moved = (self.last_pts + step) if self.last_pts is not None else 0
+            if frame.pts is not None:
+                self.notes.append(f"frame {frame.index}: non-increasing timestamp {frame.pts} moved to {moved}")
+            pts = moved
+        vf.pts = pts
+        vf.time_base = p.time_base
+        self.last_pts = pts
+        packets = self.stream.encode(vf)
+        self.frames += 1
+        return packets
+
+    def flush(self) -> list[av.Packet]:
+        """The packets the encoder still holds."""
+        return self.stream.encode(None)
+
+
+class PacketEncoder(FrameEncoder):
+    """The plan's video encoder on its own, set up exactly as ``VideoWriter``'s (in a container of the plan's
+    format, so the same header flags, that is never written): for video packets stored elsewhere (segments)."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self.container = av.open(io.BytesIO(), mode="w", format=plan.format_name)
+        super().__init__(add_video_stream(self.container, plan), plan)
+
+    def open(self) -> None:
+        """Open the encoder now (its global header exists from then on)."""
+        self.stream.codec_context.open()
+
+    @property
+    def extradata(self) -> bytes:
+        """The encoder's global header (SPS/PPS and the like; empty where the format keeps them in the packets)."""
+        return bytes(self.stream.codec_context.extradata or b"")
+
+    def __enter__(self) -> PacketEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+
 class VideoWriter:
     """Carry out an ``OutputPlan`` into ``path``: encode frames, mux copied packets, re-encode audio.
 
-    A context manager: ``finish()`` flushes and completes the file; leaving the ``with`` without it (an
+    With ``encoded``, the video arrives as packets already encoded under the same plan (``write_encoded``: the
+    join of segments) and the file is otherwise made the same way. A context manager: ``finish()`` flushes and
+    completes the file; leaving the ``with`` without it (an
     error, Ctrl-C, SIGTERM) closes the container unfinished (the atomic output around it deletes it).
     Write failures name ``name`` (the file the user asked for), not the hidden temp file.
     """
 
-    def __init__(self, path: str | Path, plan: OutputPlan, sources: Mapping[int, Any], *, name: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, plan: OutputPlan, sources: Mapping[int, Any], *, name: str | Path | None = None,
+                 encoded: bool = False) -> None:
         self.path = Path(path)
         self.name = Path(name) if name is not None else self.path
         self.plan = plan
-        self.notes: list[str] = []
-        self.frames_written = 0
-        self.last_pts: int | None = None
+        self.encoded = encoded  # the video comes as packets a ``PacketEncoder`` made (write_encoded), not as frames
+        self.packets_written = 0
         self.finished = False
         try:
             self.container = av.open(str(self.path), mode="w", format=plan.format_name)
@@ -635,23 +803,8 @@ class VideoWriter:
         p = self.plan
         c = self.container
         c.metadata.update(p.metadata)
-        stream = c.add_stream(p.encoder, rate=p.rate, options=dict(p.options))
-        stream.width, stream.height, stream.pix_fmt = p.width, p.height, p.pix_fmt
-        stream.time_base = p.time_base
-        cc = stream.codec_context
-        cc.time_base = p.time_base
-        if p.sar:
-            cc.sample_aspect_ratio = p.sar
-            stream.sample_aspect_ratio = p.sar
-        cc.colorspace, cc.color_range = p.colour.colorspace, p.colour.color_range
-        cc.color_primaries, cc.color_trc = p.colour.color_primaries, p.colour.color_trc
-        if p.threads:
-            cc.thread_count = p.threads
-        if p.rotation:
-            stream.set_display_rotation(p.rotation)
-        stream.metadata.update(p.video_metadata)
-        stream.disposition = av.stream.Disposition(p.video_disposition)
-        self.video = stream
+        self.video = add_video_stream(c, p)
+        self.frames = FrameEncoder(self.video, p)
         self.copies: dict[int, Any] = {}
         self.transcoders: dict[int, tuple[Any, Any]] = {}
         for sp in p.streams:
@@ -691,31 +844,32 @@ class VideoWriter:
             return OutputError(f"{self.name}: no space left on the device; free some space or write elsewhere")
         return OutputError(f"{self.name}: cannot write the video ({getattr(exc, 'strerror', None) or exc})")
 
+    @property
+    def frames_written(self) -> int:
+        return self.frames.frames
+
+    @property
+    def notes(self) -> list[str]:
+        return self.frames.notes
+
     def write_frame(self, frame: Frame) -> None:
         """Encode one upscaled frame at its original time (rescaled to the plan's time base)."""
-        p = self.plan
-        c = p.colour
-        if frame.pix_fmt in ("rgb24", "rgb48le"):  # swscale converts it to the output's format, matrix and range
-            vf = av.VideoFrame.from_ndarray(frame.image, format=frame.pix_fmt)
-            vf = vf.reformat(format=p.pix_fmt, dst_colorspace=c.colorspace if c.colorspace != 2 else None,
-                             src_color_range="JPEG", dst_color_range=c.color_range or None, interpolation=_TO_YUV)
-        elif frame.pix_fmt == p.pix_fmt:  # converted before it came here
-            vf = av.VideoFrame.from_ndarray(frame.image, format=frame.pix_fmt)
-        else:
-            raise ValueError(f"frame {frame.index} is {frame.pix_fmt}, the encoder takes {p.pix_fmt} or RGB")
-        vf.color_range = c.color_range
-        pts = None if frame.pts is None else round(frame.pts * frame.time_base / p.time_base)
-        if pts is None or (self.last_pts is not None and pts <= self.last_pts):
-            step = max(1, round(1 / (float(p.rate) * float(p.time_base))))
-            moved = (self.last_pts + step) if self.last_pts is not None else 0
-            if frame.pts is not None:
-                self.notes.append(f"frame {frame.index}: non-increasing timestamp {frame.pts} moved to {moved}")
-            pts = moved
-        vf.pts = pts
-        vf.time_base = p.time_base
-        self.last_pts = pts
-        self._mux(self.video.encode(vf))
-        self.frames_written += 1
+        self._mux(self.frames.encode(frame))
+
+    def write_encoded(self, packet: av.Packet) -> None:
+        """Mux a video packet that a ``PacketEncoder`` with this plan made (timestamps in the plan's time base)."""
+        packet.stream = self.video
+        packet.time_base = self.plan.time_base
+        self._mux(packet)
+        self.packets_written += 1
+
+    def start(self) -> bytes:
+        """Write the header now; returns the video encoder's global header (to compare with the segments')."""
+        try:
+            self.container.start_encoding()
+        except (av.FFmpegError, OSError) as exc:
+            raise self._write_error(exc) from exc
+        return bytes(self.video.codec_context.extradata or b"")
 
     def write_packet(self, packet: av.Packet) -> None:
         """Mux a packet of a copied stream (or re-encode it where the plan says so)."""
@@ -730,9 +884,10 @@ class VideoWriter:
 
     def finish(self) -> None:
         """Flush the encoders and complete the file."""
-        if not self.frames_written:
+        if not (self.packets_written if self.encoded else self.frames_written):
             raise OutputError(f"{self.name}: no frames were written")
-        self._mux(self.video.encode(None))
+        if not self.encoded:
+            self._mux(self.frames.flush())
         for src, out in self.transcoders.values():
             for af in src.codec_context.decode(None):
                 self._mux(out.encode(af))
@@ -757,5 +912,6 @@ def is_video_path(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-__all__ = ["Colour", "ContainerCaps", "EncodeSettings", "Frame", "Hdr10", "OutputPlan", "StreamInfo", "StreamPlan",
-           "VideoInfo", "VideoReader", "VideoWriter", "is_video_path", "open_input", "plan_output"]
+__all__ = ["Colour", "ContainerCaps", "EncodeSettings", "Frame", "FrameEncoder", "Hdr10", "OutputPlan", "PacketEncoder",
+           "StreamInfo", "StreamPlan", "VideoInfo", "VideoReader", "VideoWriter", "add_video_stream", "is_video_path",
+           "open_input", "plan_output"]
