@@ -231,9 +231,13 @@ def test_full_disk_names_the_output_not_the_temp_file(tmp_path: Path, tiny_weigh
         before = {p.name for p in tmp_path.iterdir()}
         temp_path_for(target).symlink_to("/dev/full")  # the CLI runs in this process: its temp name has this PID
         res = run(src, "-o", target, "--weights", tiny_weights)
-        assert_error(res, str(target), "no space left")
+        assert_error(res, str(target), "no space left", "a rerun resumes")
         assert "vsr-tmp" not in res.stderr
-        assert leftovers(tmp_path, before) == set() and not target.exists()
+        # the join failed: the finished segment is kept for the rerun, which only joins
+        assert leftovers(tmp_path, before) == {f".out.{ext}.vsr-work"} and not target.exists()
+        res = runner.invoke(app, ["upscale", str(src), "-o", str(target), "--weights", str(tiny_weights), "--quiet"])
+        assert res.exit_code == 0 and "resumed: 1 of 1 segments" in res.stderr, res.output
+        assert leftovers(tmp_path, before) == {target.name}
 
 
 def _dead_pid() -> int:
@@ -243,11 +247,11 @@ def _dead_pid() -> int:
 
 
 def test_stale_temp_files_of_dead_runs_are_removed_with_a_note(tmp_path: Path, tiny_weights: Path):
-    from vsr.atomic import _HOST
+    from vsr.atomic import HOST
 
     src = make_clip(tmp_path / "in.mp4", frames=3)
-    dead = tmp_path / f".out.vsr-tmp-{_HOST}-{_dead_pid()}.mp4"
-    alive = tmp_path / f".out.vsr-tmp-{_HOST}-{os.getppid()}.mp4"
+    dead = tmp_path / f".out.vsr-tmp-{HOST}-{_dead_pid()}.mp4"
+    alive = tmp_path / f".out.vsr-tmp-{HOST}-{os.getppid()}.mp4"
     other_host = tmp_path / f".out.vsr-tmp-elsewhere-{_dead_pid()}.mp4"
     for p in (dead, alive, other_host):
         p.write_bytes(b"half a video")
@@ -257,21 +261,60 @@ def test_stale_temp_files_of_dead_runs_are_removed_with_a_note(tmp_path: Path, t
     assert not dead.exists() and alive.exists() and other_host.exists()
 
 
-def test_sigterm_cleans_up_the_temp_file_and_says_so(tmp_path: Path, tiny_weights: Path):
-    src = make_clip(tmp_path / "in.mp4", frames=400, width=64, height=48, audio=None)
-    proc = subprocess.Popen([sys.executable, "-m", "vsr", "upscale", str(src), "-o", str(tmp_path / "out.mp4"),
-                             "--weights", str(tiny_weights), "--device", "cpu"],
+def _start_and_stop(src: Path, out: Path, weights: Path, sig: int) -> subprocess.CompletedProcess:
+    """Run ``vsr upscale`` in a child, send ``sig`` once its first segment is finished, and wait."""
+    proc = subprocess.Popen([sys.executable, "-m", "vsr", "upscale", str(src), "-o", str(out), "--weights", str(weights),
+                             "--device", "cpu", "--batch-size", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out.with_name(f".{out.name}.vsr-work") / "seg-00000.json"
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.vsr-tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert proc.poll() is None, "finished before it could be stopped: " + proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert [line for line in err.splitlines() if line.startswith("terminated:")], err
-    assert "Traceback" not in err
-    assert not list(tmp_path.glob(".out.vsr-tmp-*")) and not (tmp_path / "out.mp4").exists()
+    proc.send_signal(sig)
+    out_text, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out_text, err)
+
+
+def test_sigterm_keeps_the_finished_segments_says_how_to_resume_and_the_rerun_does(tmp_path: Path, tiny_weights: Path):
+    src = make_clip(tmp_path / "in.mp4", frames=400, width=64, height=48, audio=None)  # 3 segments of ~10 s
+    out = tmp_path / "out.mp4"
+    stopped = _start_and_stop(src, out, tiny_weights, signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr
+    line = [x for x in stopped.stderr.splitlines() if x.startswith("terminated:")]
+    assert line and "of 3 segments of out.mp4 are done" in line[0] and "run the same command again" in line[0], line
+    assert "Traceback" not in stopped.stderr
+    work = tmp_path / ".out.mp4.vsr-work"
+    assert not out.exists() and not list(tmp_path.rglob("*vsr-tmp*")) and not (work / "lock").exists()
+    res = run(src, "-o", out, "--weights", tiny_weights, "--device", "cpu")
+    assert res.exit_code == 0 and "resumed:" in res.stderr and "400 frames in, 400 out" in res.stdout, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "tiny.pt"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_a_rerun_makes_the_same_video_packets(tmp_path: Path, tiny_weights: Path):
+    """kill -9 leaves the cut segment's temp file and the lock of a dead pid: the rerun removes both, redoes that
+    segment, and the file has the very packets of an uninterrupted run (x264 at a fixed thread count and the
+    model on the CPU are deterministic)."""
+    src = make_clip(tmp_path / "in.mkv", frames=400, width=64, height=48, audio="aac")
+    whole = tmp_path / "whole.mkv"
+    assert run(src, "-o", whole, "--weights", tiny_weights, "--device", "cpu", "--batch-size", "1").exit_code == 0
+    out = tmp_path / "out.mkv"
+    killed = _start_and_stop(src, out, tiny_weights, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    work = tmp_path / ".out.mkv.vsr-work"
+    assert (work / "lock").exists() and not out.exists()
+    res = run(src, "-o", out, "--weights", tiny_weights, "--device", "cpu", "--batch-size", "1")
+    assert res.exit_code == 0 and "resumed:" in res.stderr, res.output
+
+    def packets(path: Path, kind: str) -> list[tuple]:
+        with av.open(str(path)) as c:
+            s = [s for s in c.streams if s.type == kind][0]
+            return [(p.pts, p.dts, bytes(p)) for p in c.demux(s) if p.size]
+
+    assert packets(out, "video") == packets(whole, "video") and len(packets(out, "video")) == 400
+    assert packets(out, "audio") == packets(whole, "audio")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv", "tiny.pt", "whole.mkv"]
 
 
 def test_frame_too_large_for_the_encoder_fails_before_any_model_work(tmp_path: Path, tiny_weights: Path, monkeypatch):

@@ -22,6 +22,10 @@ class UpscaleConfig:
     overwrite: bool = False
     skip_corrupt: bool = False
     quiet: bool = False
+    segment_seconds: float = 10.0  # input seconds per segment of a video (0: one segment)
+    resume: bool = False  # insist on continuing an interrupted run (a rerun continues one anyway)
+    restart: bool = False  # discard what an interrupted run of the same output left
+    jobs: int = 1  # segment workers (processes)
 
 
 @dataclass

@@ -27,6 +27,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def resolve_devices(spec: str) -> list[str]:
+    """``--device`` for several workers: ``cuda:0,cuda:1`` (a list), ``cuda:all`` (every GPU), or one device."""
+    if spec == "cuda:all":
+        if not torch.cuda.is_available():
+            raise VsrError("--device cuda:all: CUDA is not available on this machine (use --device cpu)")
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise VsrError(f"--device {spec!r}: no device named")
+    devices = [str(resolve_device(n)) for n in names]
+    if len({torch.device(d).type for d in devices}) > 1:
+        raise VsrError(f"--device {spec}: all workers' devices must be of one kind (all GPUs or the CPU)")
+    return devices
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when oneDNN reports native bf16 support (AVX512-BF16 / AMX), where bf16 beats fp32."""
     try:

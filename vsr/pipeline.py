@@ -7,6 +7,7 @@ and renamed only when everything succeeded.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import tempfile
@@ -29,9 +30,11 @@ from vsr.device import resolve_device, resolve_precision
 from vsr.errors import InputError, OutputError, VsrError
 from vsr.images import is_image_path
 from vsr.inference import Upscaler
-from vsr.video import (ContainerCaps, EncodeSettings, Frame, OutputPlan, VideoReader, VideoWriter, is_video_path,
-                       plan_output)
+from vsr.segments import SEGMENT_SECONDS, Segment, SegmentWriter, interleave, joined_video, plan_segments
+from vsr.video import (ContainerCaps, EncodeSettings, Frame, OutputPlan, VideoInfo, VideoReader, VideoWriter,
+                       is_video_path, plan_output)
 from vsr.weights import LoadedWeights
+from vsr.workdir import Manifest, SegmentRecord, WorkDir, input_identity
 
 _DONE = object()
 Progress = Callable[[int], None]
@@ -185,11 +188,50 @@ class _Pump:
             raise VsrError("upscaling stopped before the end")
 
 
+@dataclass(frozen=True)
+class SegmentTask:
+    """One segment to make: everything a worker (another process, another machine) needs besides its engine."""
+
+    src: Path
+    dst: Path
+    plan: OutputPlan
+    segment: Segment
+
+
+@dataclass
+class VideoJob:
+    """A video being upscaled in segments: its plan, work folder, and the segments finished so far."""
+
+    src: Path
+    dst: Path
+    info: VideoInfo
+    plan: OutputPlan
+    work: WorkDir
+    segments: list[Segment]
+    result: Result
+    started: float
+    expected_frames: int = 0
+    records: dict[int, SegmentRecord] = field(default_factory=dict)
+    kept: str = ""  # after a failure: what of the work folder is kept, in words
+
+    @property
+    def pending(self) -> list[Segment]:
+        return [s for s in self.segments if s.index not in self.records]
+
+    @property
+    def frames_done(self) -> int:
+        return sum(r.frames for r in self.records.values())
+
+    def task(self, segment: Segment) -> SegmentTask:
+        return SegmentTask(self.src, self.dst, self.plan, segment)
+
+
 class Engine:
     """Upscales videos, images and folders with one ``Upscaler``."""
 
     def __init__(self, upscaler: Upscaler, *, batch_size: int = 0, settings: EncodeSettings | None = None,
-                 skip_corrupt: bool = False, queue_frames: int | None = None, device_colour: bool | None = None) -> None:
+                 skip_corrupt: bool = False, queue_frames: int | None = None, device_colour: bool | None = None,
+                 segment_seconds: float = SEGMENT_SECONDS, model_name: str | None = None) -> None:
         if batch_size < 0:
             raise VsrError(f"--batch-size must be at least 1 (or 0 = automatic), got {batch_size}")
         self.upscaler = upscaler
@@ -201,6 +243,11 @@ class Engine:
         self.skip_corrupt = skip_corrupt
         self.queue_frames = queue_frames
         self.notes: list[str] = []  # said once about the set-up (e.g. a precision the model does not support)
+        self.segment_seconds = segment_seconds  # input seconds per segment of a video (0: one segment)
+        self.model_name = model_name
+        self._model_sha: str | None = None
+        self.current: VideoJob | None = None  # the video being upscaled (what an interruption leaves to resume)
+        self.folder = False  # upscaling a folder (a rerun needs --resume to keep the files already done)
 
     def batch_for(self, height: int, width: int) -> int:
         """Frames per model batch for frames of this size."""
@@ -230,8 +277,61 @@ class Engine:
             yield from self.upscaler.upscale(np.stack(batch), yuv=yuv)
 
     def upscale_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
-                      progress: Progress | None = None, on_start: Callable[[Any], None] | None = None) -> Result:
-        """Upscale a video file to ``dst``; audio and subtitles are copied, timing and colour kept."""
+                      progress: Progress | None = None, on_start: Callable[[Any, int], None] | None = None,
+                      resume: bool = False, restart: bool = False) -> Result:
+        """Upscale a video file to ``dst``; audio and subtitles are copied, timing and colour kept.
+
+        The video is encoded in segments kept in a work folder beside ``dst`` (``vsr.workdir``) and joined at
+        the end: a rerun after an interruption continues from the first unfinished segment (``resume``: there
+        must be one to continue; ``restart``: discard it). ``on_start(info, frames_done)`` is called once the
+        input is open (``frames_done``: frames of segments an earlier run finished)."""
+        job = self.prepare_video(src, dst, overwrite=overwrite, resume=resume, restart=restart)
+        self.current = job
+        try:
+            if on_start:
+                on_start(job.info, job.frames_done)
+            for seg in job.pending:
+                job.records[seg.index] = self.run_segment(job.task(seg), progress)
+            return self.finish_video(job, progress=progress)
+        except BaseException as exc:  # Ctrl-C and SIGTERM too: ``interrupted`` then says what is kept
+            job.kept = self._keep_or_remove(job)
+            if job.kept and isinstance(exc, VsrError) and exc.args:
+                exc.args = (f"{exc.args[0]} ({job.kept})", *exc.args[1:])
+            raise
+
+    def _keep_or_remove(self, job: VideoJob) -> str:
+        """After a failure: the work folder stays if some segment is finished (said in words), else it goes."""
+        done = [s for s in job.segments if job.work.finished(s, verify=False)]
+        if not done:
+            job.work.remove()
+            return ""
+        job.work.release()
+        return (f"{len(done)} of {len(job.segments)} segments of {job.dst.name} are done and kept in "
+                f"{job.work.path}; a rerun resumes")
+
+    def identity(self, plan: OutputPlan) -> dict[str, Any]:
+        """Every setting that shapes the output of a video (a resumed run must have the same)."""
+        up = self.upscaler
+        return {"scale": up.scale, "precision": up.precision, "tile": up.tile, "tile_overlap": up.tile_overlap,
+                "colour_on_device": bool(self.output_target(plan)), "format": plan.format_name,
+                "encoder": plan.encoder, "options": dict(plan.options), "pix_fmt": plan.pix_fmt,
+                "time_base": str(plan.time_base), "skip_corrupt": self.skip_corrupt,
+                "segment_seconds": self.segment_seconds}
+
+    def model_identity(self) -> dict[str, Any]:
+        """The model's name and the SHA-256 of its tensors (what the work folder of a run records)."""
+        if self._model_sha is None:
+            h = hashlib.sha256()
+            for name, t in sorted(self.upscaler.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._model_sha = h.hexdigest()
+        return {"name": self.model_name or self.upscaler.descriptor.arch, "sha256": self._model_sha}
+
+    def prepare_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False, resume: bool = False,
+                      restart: bool = False) -> VideoJob:
+        """Open the input, plan the output and its segments, and take the work folder (what an earlier run of
+        the same job finished is kept, verified); nothing is decoded beyond the first frame."""
         src, dst = Path(src), Path(dst)
         check_output(src, dst, overwrite=overwrite)
         started = time.perf_counter()
@@ -239,25 +339,47 @@ class Engine:
         with VideoReader(src, skip_corrupt=self.skip_corrupt) as reader:
             info = reader.info
             plan = plan_output(info, ContainerCaps.for_path(dst), scale=self.upscaler.scale, settings=self.settings)
-            if on_start:
-                on_start(info)
-            batch_size = self.batch_for(info.height, info.width)
-            result = Result(input=src, output=dst, in_size=(info.width, info.height), out_size=(plan.width, plan.height),
-                            batch_size=batch_size, notes=list(plan.notes))
-            if stale:
-                result.notes.append(f"removed {len(stale)} temporary file(s) that a killed run left beside {dst.name}: "
-                                    + ", ".join(p.name for p in stale))
+            times = reader.presentation_times() if self.segment_seconds > 0 else None
+        segments = plan_segments(times, info.fps, self.segment_seconds)
+        batch_size = self.batch_for(info.height, info.width)
+        manifest = Manifest(input=input_identity(src), settings=self.identity(plan), model=self.model_identity(),
+                            segments=segments, run={"device": str(self.upscaler.device), "batch_size": batch_size})
+        work = WorkDir(dst)
+        result = Result(input=src, output=dst, in_size=(info.width, info.height), out_size=(plan.width, plan.height),
+                        batch_size=batch_size, notes=list(plan.notes))
+        result.notes.extend(work.open(manifest, resume=resume, restart=restart))
+        if stale:
+            result.notes.append(f"removed {len(stale)} temporary file(s) that a killed run left beside {dst.name}: "
+                                + ", ".join(p.name for p in stale))
+        job = VideoJob(src=src, dst=dst, info=info, plan=plan, work=work, segments=segments, result=result,
+                       started=started, expected_frames=len(times) if times else info.expected_frames)
+        for seg in segments:
+            had = work.record_path(seg.index).exists()
+            if (record := work.finished(seg)) is not None:
+                job.records[seg.index] = record
+            elif had:
+                result.notes.append(f"segment {seg.index} of the earlier run was damaged: made again")
+        if job.records:
+            result.notes.append(f"resumed: {len(job.records)} of {len(segments)} segments "
+                                f"({job.frames_done} frames) were done by an earlier run")
+        return job
+
+    def run_segment(self, task: SegmentTask, progress: Progress | None = None) -> SegmentRecord:
+        """Decode, upscale and encode one segment into its packet file, then record it as finished."""
+        seg, plan = task.segment, task.plan
+        work = WorkDir(task.dst)
+        with VideoReader(task.src, skip_corrupt=self.skip_corrupt, video_only=True) as reader:
+            frames = reader.frames_between(seg.start, seg.end, first_index=seg.first_frame)
+            batch_size = self.batch_for(reader.info.height, reader.info.width)
             target = self.output_target(plan)
             depth = self.queue_frames or 2 * batch_size + 2
-            with atomic_output(dst) as tmp, VideoWriter(tmp, plan, reader.sources, name=dst) as writer, \
-                    _Pump(reader, writer, depth=depth, progress=progress) as pump:
+            decoded = 0
+            with SegmentWriter(work.segment_path(seg.index), plan) as writer, \
+                    _Pump(frames, writer, depth=depth, progress=progress) as pump:
                 batch: list[Frame] = []
                 for item in pump.items():
-                    if not isinstance(item, Frame):
-                        pump.send(item)
-                        continue
                     batch.append(item)
-                    result.frames_in += 1
+                    decoded += 1
                     if len(batch) >= batch_size:
                         for frame in self._infer(batch, target):
                             pump.send(frame)
@@ -266,22 +388,58 @@ class Engine:
                     pump.send(frame)
                 pump.drain()
                 writer.finish()
-                result.frames_out = writer.frames_written
-                result.notes.extend(writer.notes)
-                self._check_counts(reader, result)
-        result.seconds = time.perf_counter() - started
+                if writer.frames_written != decoded:
+                    raise VsrError(f"{task.src}: segment {seg.index}: decoded {decoded} frames but wrote "
+                                   f"{writer.frames_written}")
+                notes = tuple(writer.notes)
+            record = SegmentRecord(index=seg.index, frames=decoded, info=writer.info, notes=notes,
+                                   corrupt_packets=reader.corrupt_packets, concealed_frames=reader.concealed_frames)
+        work.commit(record)
+        return record
+
+    def finish_video(self, job: VideoJob, *, progress: Progress | None = None) -> Result:
+        """Check every segment once more (a damaged one is made again), join them with the input's audio and
+        subtitles into the target (atomically), and remove the work folder."""
+        for seg in job.segments:
+            if job.work.finished(seg) is None:
+                job.result.notes.append(f"segment {seg.index} was damaged before the join: made again")
+                job.records[seg.index] = self.run_segment(job.task(seg), progress)
+        result, plan = job.result, job.plan
+        records = [job.records[s.index] for s in job.segments]
+        with VideoReader(job.src, skip_corrupt=self.skip_corrupt) as reader, atomic_output(job.dst) as tmp, \
+                VideoWriter(tmp, plan, reader.sources, name=job.dst, encoded=True) as writer:
+            header = writer.start().hex()
+            for r in records:
+                if r.info.extradata != header:
+                    raise OutputError(f"{job.dst}: segment {r.index} was encoded with another {plan.encoder} header "
+                                      "than this FFmpeg makes now; rerun with --restart")
+            video = joined_video([job.work.segment_path(s.index) for s in job.segments])
+            for is_video, packet in interleave(video, reader.copy_packets()):
+                if is_video:
+                    writer.write_encoded(packet)
+                else:
+                    writer.write_packet(packet)
+            writer.finish()
+            if writer.packets_written != sum(r.info.packets for r in records):
+                raise VsrError(f"{job.dst}: joined {writer.packets_written} video packets of "
+                               f"{sum(r.info.packets for r in records)}")
+        job.work.remove()
+        result.frames_in = result.frames_out = sum(r.frames for r in records)
+        for r in records:
+            result.notes.extend(r.notes)
+        self._check_counts(job, records)
+        result.seconds = time.perf_counter() - job.started
         return result
 
     @staticmethod
-    def _check_counts(reader: VideoReader, result: Result) -> None:
-        """Every decoded frame written (else an error), and a note where the container announced other counts."""
-        info = reader.info
-        if reader.corrupt_packets:
-            result.notes.append(f"{reader.corrupt_packets} corrupt packet(s) skipped (--skip-corrupt)")
-        if reader.concealed_frames:
-            result.notes.append(f"{reader.concealed_frames} damaged frame(s) kept as the decoder concealed them (--skip-corrupt)")
-        if result.frames_out != result.frames_in:
-            raise VsrError(f"{result.input}: decoded {result.frames_in} frames but wrote {result.frames_out}")
+    def _check_counts(job: VideoJob, records: list[SegmentRecord]) -> None:
+        """A note where packets were skipped or frames concealed, or the container announced other counts."""
+        info, result = job.info, job.result
+        corrupt, concealed = sum(r.corrupt_packets for r in records), sum(r.concealed_frames for r in records)
+        if corrupt:
+            result.notes.append(f"{corrupt} corrupt packet(s) skipped (--skip-corrupt)")
+        if concealed:
+            result.notes.append(f"{concealed} damaged frame(s) kept as the decoder concealed them (--skip-corrupt)")
         expected = info.expected_frames
         if expected and (expected != result.frames_in if info.frames else result.frames_in < expected - 1):
             result.notes.append(f"the container announced {'' if info.frames else 'about '}{expected} frames but "
@@ -304,9 +462,21 @@ class Engine:
         return Result(input=src, output=dst, frames_in=1, frames_out=1, seconds=time.perf_counter() - started,
                       in_size=(w, h), out_size=(w * s, h * s))
 
-    def upscale_folder(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
-                       progress: Progress | None = None) -> list[Result]:
-        """Upscale every image and video in a folder into ``dst`` (same file names)."""
+    def interrupted(self) -> str:
+        """What an interruption of the current video left, and how to go on (for the CLI's last line); the work
+        folder of a video with nothing finished yet is removed."""
+        job = self.current
+        again = " with --resume" if self.folder else " again"
+        kept = job.kept if job is not None else ""
+        if kept:
+            return kept.replace("a rerun resumes", f"run the same command{again} to resume (--restart starts over)")
+        return f"the finished files are kept; run the same command{again} to do the rest" if self.folder \
+            else "nothing was written"
+
+    def folder_files(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                     resume: bool = False) -> tuple[list[tuple[Path, Path]], list[Path]]:
+        """The (input, output) pairs of a folder job, and the outputs already there that ``resume`` keeps (those
+        an interrupted run finished; each output is written atomically, so one that exists is whole)."""
         src, dst = Path(src), Path(dst)
         files = [p for p in sorted(src.iterdir()) if p.is_file() and (is_image_path(p) or is_video_path(p))]
         if not files:
@@ -316,17 +486,29 @@ class Engine:
         if dst.exists() and not dst.is_dir():
             raise OutputError(f"{dst}: exists and is not a folder")
         clashes = [dst / p.name for p in files if (dst / p.name).exists()]
-        if clashes and not overwrite:
-            raise OutputError(f"{clashes[0]}: already exists (and {len(clashes) - 1} more; use --overwrite)")
+        if clashes and not (overwrite or resume):
+            raise OutputError(f"{clashes[0]}: already exists (and {len(clashes) - 1} more; use --overwrite, or "
+                              "--resume to keep them and do the rest)")
         dst.mkdir(parents=True, exist_ok=True)
+        kept = clashes if resume and not overwrite else []
+        return [(p, dst / p.name) for p in files if dst / p.name not in kept], kept
+
+    def upscale_folder(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                       progress: Progress | None = None, resume: bool = False, restart: bool = False) -> list[Result]:
+        """Upscale every image and video in a folder into ``dst`` (same file names); with ``resume``, outputs
+        that exist are kept and an interrupted video continues."""
+        pairs, kept = self.folder_files(src, dst, overwrite=overwrite, resume=resume)
+        self.folder = True
         results = []
-        for p in files:
+        for p, out in pairs:
             if is_image_path(p):
-                results.append(self.upscale_image(p, dst / p.name, overwrite=overwrite))
+                results.append(self.upscale_image(p, out, overwrite=overwrite))
                 if progress:
                     progress(1)
             else:
-                results.append(self.upscale_video(p, dst / p.name, overwrite=overwrite, progress=progress))
+                results.append(self.upscale_video(p, out, overwrite=overwrite, progress=progress, restart=restart))
+        if kept and results:
+            results[0].notes.append(f"--resume: kept {len(kept)} output(s) an earlier run finished")
         return results
 
 
@@ -347,6 +529,7 @@ def build_engine(cfg: UpscaleConfig) -> tuple[Engine, LoadedWeights, str]:
                         tile_overlap=cfg.tile_overlap)
     settings = EncodeSettings(codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
                               encoder_bound=device.type == "cuda")
-    engine = Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt)
+    engine = Engine(upscaler, batch_size=cfg.batch_size, settings=settings, skip_corrupt=cfg.skip_corrupt,
+                    segment_seconds=cfg.segment_seconds, model_name=cfg.weights)
     engine.notes.extend(notes)
     return engine, loaded, precision

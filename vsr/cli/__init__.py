@@ -32,8 +32,9 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
-    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C, 143 on SIGTERM)."""
+def user_errors(on_interrupt: str | Callable[[], str] = "nothing was written") -> Iterator[None]:
+    """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C, 143 on SIGTERM); what an
+    interruption left is said by ``on_interrupt`` (a callable is asked at that moment)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -43,10 +44,10 @@ def user_errors(on_interrupt: str = "nothing was written") -> Iterator[None]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except Terminated:
-        typer.echo(f"terminated: {on_interrupt}", err=True)
+        typer.echo(f"terminated: {on_interrupt() if callable(on_interrupt) else on_interrupt}", err=True)
         raise typer.Exit(143) from None
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: {on_interrupt}", err=True)
+        typer.echo(f"interrupted: {on_interrupt() if callable(on_interrupt) else on_interrupt}", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:
         message = _system_error(exc)
