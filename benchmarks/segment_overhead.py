@@ -5,7 +5,7 @@
 
 ``direct`` is a single pass as vsr did before segments (decoder thread -> model -> encoder thread -> the output
 file). ``one segment`` and ``N segments`` are `vsr upscale` now: each segment encoded into a packet file in the
-work folder, then joined with the audio into the output. The runs alternate (direct, one, N, direct, ...) so that
+work folder, then joined with the audio into the output (more segments: more keyframes, so a few more bytes). The runs alternate (direct, one, N, direct, ...) so that
 a noisy machine hits all alike; the table gives the median of each and its ratio to direct, and where the
 segmented time goes (planning with the packet scan, making the segments, the join).
 """
@@ -31,7 +31,7 @@ from vsr.weights import DEFAULT_WEIGHTS, load
 
 def direct(engine: Engine, src: Path, dst: Path) -> dict[str, float]:
     """One pass with no segments: the pipeline of vsr before resumable output."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with VideoReader(src) as reader:
         plan = plan_output(reader.info, ContainerCaps.for_path(dst), scale=engine.upscaler.scale,
                            settings=engine.settings)
@@ -53,13 +53,13 @@ def direct(engine: Engine, src: Path, dst: Path) -> dict[str, float]:
                 pump.send(f)
             pump.drain()
             writer.finish()
-    return {"total": time.perf_counter() - started}
+    return {"total": time.perf_counter() - started, "cpu": time.process_time() - cpu, "bytes": dst.stat().st_size}
 
 
 def segmented(engine: Engine, src: Path, dst: Path, seconds: float) -> dict[str, float]:
     """`Engine.upscale_video`, phase by phase."""
     engine.segment_seconds = seconds
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), time.process_time()
     job = engine.prepare_video(src, dst, overwrite=True)
     t1 = time.perf_counter()
     for seg in job.pending:
@@ -67,7 +67,8 @@ def segmented(engine: Engine, src: Path, dst: Path, seconds: float) -> dict[str,
     t2 = time.perf_counter()
     engine.finish_video(job)
     t3 = time.perf_counter()
-    return {"total": t3 - t0, "plan": t1 - t0, "segments": t2 - t1, "join": t3 - t2, "n": len(job.segments)}
+    return {"total": t3 - t0, "cpu": time.process_time() - cpu, "plan": t1 - t0, "segments": t2 - t1, "join": t3 - t2, "n": len(job.segments),
+            "bytes": dst.stat().st_size}
 
 
 def synthetic_clip(path: Path, frames: int) -> Path:
@@ -116,13 +117,18 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; {platform.processor() or platform.machine()}; "
           f"{args.repeats} run(s) each, medians")
     print()
-    print("| mode | segments | end to end s | vs direct | plan s | segments s | join s |")
-    print("|---|---|---|---|---|---|---|")
+    cpu_base = statistics.median(r["cpu"] for r in runs["direct"])
+    print("| mode | segments | end to end s | vs direct | CPU s | vs direct | plan s | segments s | join s "
+          "| output bytes vs direct |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, rs in runs.items():
         total = statistics.median(r["total"] for r in rs)
         parts = [f"{statistics.median(r[k] for r in rs):.2f}" if k in rs[0] else "" for k in ("plan", "segments", "join")]
         n = int(rs[0].get("n", 1))
-        print(f"| {mode} | {n} | {total:.2f} | {total / base:.3f} | " + " | ".join(parts) + " |")
+        size = rs[0]["bytes"] / runs["direct"][0]["bytes"]
+        cpu = statistics.median(r["cpu"] for r in rs)
+        print(f"| {mode} | {n} | {total:.2f} | {total / base:.3f} | {cpu:.2f} | {cpu / cpu_base:.3f} | "
+              + " | ".join(parts) + f" | {size:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The streaming upscale engine: decode -> batch -> infer -> encode, with bounded queues (back-pressure).
 
 A decoder thread reads the input, the calling thread runs the model on batches of frames, and an
-encoder thread encodes and muxes. Decoding and encoding overlap inference; the queues are bounded
-so memory stays flat for any clip length. Output is written to a temporary file beside the target
-and renamed only when everything succeeded.
+encoder thread encodes. Decoding and encoding overlap inference; the queues are bounded so memory
+stays flat for any clip length. A video is made segment by segment (``vsr.segments``: each segment's
+packets into a file of the work folder, ``vsr.workdir``), so that a rerun resumes and workers can share
+it (``vsr.parallel``), then joined with the input's audio and subtitles into a temporary file beside the
+target, renamed only when everything succeeded.
 """
 from __future__ import annotations
 
