@@ -198,3 +198,12 @@ def test_progress_is_written_by_time_not_by_frame_count(tmp_path: Path, monkeypa
         # by count (every 5th frame) left the page without news for a minute
         assert _wait(client, _upload(client, clip)["id"])["status"] == "done"
     assert seen == list(range(1, 13))
+
+
+def test_the_page_may_call_its_own_server_on_any_address(tmp_path: Path):
+    body = {"instances": np.zeros((1, 2, 2, 3), int).tolist()}
+    with _client(tmp_path, host="0.0.0.0", base_url="http://192.168.1.5:8000") as client:  # bound in public
+        r = client.post("/v1/predict", json=body, headers={"origin": "http://192.168.1.5:8000"})
+        assert r.status_code == 200, r.text
+        assert client.post("/v1/predict", json=body, headers={"origin": "http://evil.example"}).status_code == 403
+        assert client.post("/v1/predict", json=body, headers={"origin": "http://192.168.1.5:9000"}).status_code == 403
