@@ -2,6 +2,7 @@
 previews of a finished job (result frame and bicubic input frame at the same size), a thumbnail, the page
 itself, and the model's description; all behind the same token and input checks as the rest."""
 import io
+import re
 import sqlite3
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_previews_need_a_finished_job_and_its_files(tmp_path: Path, monkeypatch)
             assert r.status_code == 404 and "no job" in r.json()["detail"]
 
 
-def test_new_endpoints_sit_behind_the_token(tmp_path: Path):
+def test_new_endpoints_sit_behind_the_token_but_the_page_does_not(tmp_path: Path):
     clip = make_clip(tmp_path / "in.mp4", frames=4)
     with _client(tmp_path, token="s3cret") as client:
         client.headers.update(AUTH)
@@ -120,6 +121,13 @@ def test_new_endpoints_sit_behind_the_token(tmp_path: Path):
         for path in ("/v1/jobs", f"/v1/jobs/{job['id']}/preview", f"/v1/jobs/{job['id']}/thumbnail"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers=AUTH).status_code == 200, path
+        page = client.get("/")  # a browser cannot send a token with a navigation: the page asks for it
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for asset, media in (("/web/app.js", "text/javascript"), ("/web/app.css", "text/css")):
+            r = client.get(asset)
+            assert r.status_code == 200 and r.headers["content-type"].startswith(media), asset
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert client.get("/web/other.js").status_code == 401  # only the page's own files are public
 
 
 def test_models_describe_shipped_weights_encoders_and_limits(tmp_path: Path):
@@ -207,3 +215,12 @@ def test_the_page_may_call_its_own_server_on_any_address(tmp_path: Path):
         assert r.status_code == 200, r.text
         assert client.post("/v1/predict", json=body, headers={"origin": "http://evil.example"}).status_code == 403
         assert client.post("/v1/predict", json=body, headers={"origin": "http://192.168.1.5:9000"}).status_code == 403
+
+
+def test_the_page_loads_nothing_from_elsewhere(tmp_path: Path):
+    with _client(tmp_path) as client:
+        texts = [client.get(p).text for p in ("/", "/web/app.js", "/web/app.css")]
+    assert 'src="/web/app.js"' in texts[0] and 'href="/web/app.css"' in texts[0]
+    for text in texts:
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), "an external URL in the page"
+        assert "@import" not in text

@@ -25,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from vsr.config import ServeConfig
 from vsr.errors import VsrError
 from vsr.pipeline import Engine
-from vsr.serve import previews
+from vsr.serve import previews, web
 from vsr.serve import requests as rq
 from vsr.serve.batcher import Batcher, Busy, SerialUpscaler
 from vsr.serve.guard import LOOPBACK_NAMES, Guard, is_loopback
@@ -130,6 +130,20 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
                   openapi_url="/openapi.json" if docs else None,
                   description="4x super-resolution: batch prediction (JSON or .npy), images and video jobs.")
     security = [Security(HTTPBearer(description="the server's --token"))] if cfg.token else []
+
+    # The page is public (a browser cannot send a token with a navigation); it asks for the token itself.
+    # Its assets are fixed bytes with a strict policy: scripts and styles from this server only.
+    assets = web.load_assets()
+    page_headers = {"content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                    "x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "cache-control": "no-cache"}
+    def asset_route(body: bytes, media: str):
+        async def serve_asset() -> Response:
+            return Response(body, media_type=media, headers=page_headers)
+        return serve_asset
+
+    for route, (body, media) in assets.items():
+        app.add_api_route(route, asset_route(body, media), methods=["GET"], include_in_schema=False)
 
     if docs:
         @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
@@ -334,7 +348,7 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         return job_view(store.get(job_id) or job)
 
     app.add_middleware(Guard, token=cfg.token, body_limit=limits.body_limit, allowed_hosts=allowed_hosts(cfg),
-                       allowed_origins=allowed_origins(cfg), public_paths={"/healthz"},
+                       allowed_origins=allowed_origins(cfg), public_paths={"/healthz", *assets},
                        read_timeout=cfg.read_timeout_s)
     if cfg.cors_origins:  # outside the guard: preflights carry no token
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "DELETE"],
