@@ -3,7 +3,12 @@ previews of a finished job (result frame and bicubic input frame at the same siz
 itself, and the model's description; all behind the same token and input checks as the rest."""
 import io
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,8 @@ from conftest import tiny_model
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from vsr.cli.serve import bind, page_url
+from vsr.errors import VsrError
 from vsr.inference import Upscaler
 from vsr.pipeline import Engine
 from vsr.serve import ServeConfig, create_app
@@ -130,6 +137,15 @@ def test_new_endpoints_sit_behind_the_token_but_the_page_does_not(tmp_path: Path
         assert client.get("/web/other.js").status_code == 401  # only the page's own files are public
 
 
+def test_the_page_loads_nothing_from_elsewhere(tmp_path: Path):
+    with _client(tmp_path) as client:
+        texts = [client.get(p).text for p in ("/", "/web/app.js", "/web/app.css")]
+    assert 'src="/web/app.js"' in texts[0] and 'href="/web/app.css"' in texts[0]
+    for text in texts:
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), "an external URL in the page"
+        assert "@import" not in text
+
+
 def test_models_describe_shipped_weights_encoders_and_limits(tmp_path: Path):
     shipped = {"name": "srresnet-mse", "file": str(SHIPPED["srresnet-mse"].path)}
     with _client(tmp_path, meta=shipped, max_upload_mb=2) as client:
@@ -217,10 +233,33 @@ def test_the_page_may_call_its_own_server_on_any_address(tmp_path: Path):
         assert client.post("/v1/predict", json=body, headers={"origin": "http://192.168.1.5:9000"}).status_code == 403
 
 
-def test_the_page_loads_nothing_from_elsewhere(tmp_path: Path):
-    with _client(tmp_path) as client:
-        texts = [client.get(p).text for p in ("/", "/web/app.js", "/web/app.css")]
-    assert 'src="/web/app.js"' in texts[0] and 'href="/web/app.css"' in texts[0]
-    for text in texts:
-        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), "an external URL in the page"
-        assert "@import" not in text
+def test_page_url_and_a_port_in_use():
+    assert page_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert page_url("0.0.0.0", 81) == "http://127.0.0.1:81/"
+    assert page_url("::1", 8000) == "http://[::1]:8000/"
+    with bind("127.0.0.1", 0) as sock:
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # listening already
+            pass
+        with pytest.raises(VsrError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            bind("127.0.0.1", port).close()
+
+
+@pytest.mark.slow
+def test_vsr_serve_prints_the_url_to_open(tmp_path: Path, tiny_weights: Path):
+    """`vsr serve --port 0` in a subprocess: its first line names the page's URL, which answers at once."""
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--port", "0", "--weights", str(tiny_weights),
+                                 "--device", "cpu", "--workdir", str(tmp_path / "work")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while not (m := re.search(r"open (http://127\.0\.0\.1:(\d+)/) in a browser", log.read_text())):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert int(m[2]) > 0
+        with urllib.request.urlopen(m[1], timeout=30) as r:
+            assert r.status == 200 and b"/web/app.js" in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
