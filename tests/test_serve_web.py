@@ -64,7 +64,9 @@ def test_previews_thumbnail_and_list_of_a_finished_job(tmp_path: Path):
         assert job["status"] == "done" and job["name"] == "holiday clip.mp4" and job["eta_s"] is None
         listed = client.get("/v1/jobs").json()["jobs"]
         assert [j["id"] for j in listed] == [job["id"]] and listed[0]["status"] == "done"
-        (tmp_path / "out.mkv").write_bytes(client.get(f"/v1/jobs/{job['id']}/result").content)
+        r = client.get(f"/v1/jobs/{job['id']}/result")
+        assert r.headers["content-disposition"].endswith("holiday%20clip_x4.mkv")  # the upload's name, not the id
+        (tmp_path / "out.mkv").write_bytes(r.content)
         outputs, inputs = _frames(tmp_path / "out.mkv"), _frames(clip)
         for index in (0, 5, 7):  # every frame is its own: the frames move, so a wrong index shows
             result = _png(client.get(f"/v1/jobs/{job['id']}/preview", params={"frame": index}).content)
@@ -263,3 +265,11 @@ def test_vsr_serve_prints_the_url_to_open(tmp_path: Path, tiny_weights: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("name, expected", [("a.mp4", "a_x4.mkv"), ('x"; y.mov', "x__ y_x4.mkv"),
+                                            ("été.mkv", "_t__x4.mkv"), ("", "J_x4.mkv"), (".mp4", "mp4_x4.mkv")])
+def test_result_name(name: str, expected: str):
+    from vsr.serve.requests import result_name
+
+    assert result_name(name, "J") == expected

@@ -333,7 +333,7 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         if job["status"] != "done":
             raise _error(409, f"job {job_id} is {job['status']}, not done")
         path = JobStore.result_path(state["store"].folder(job_id))
-        return FileResponse(path, filename=f"{job_id}_x4{rq.RESULT_SUFFIX}", media_type="video/x-matroska")
+        return FileResponse(path, filename=rq.result_name(job.get("name") or "", job_id), media_type="video/x-matroska")
 
     @app.delete("/v1/jobs/{job_id}", dependencies=security)
     async def delete_job(job_id: str) -> dict[str, Any]:

@@ -280,3 +280,10 @@ def upload_name(filename: str | None) -> str:
     name = PurePosixPath((filename or "").replace("\\", "/")).name
     name = re.sub(r"[^\x20-\x7e]", "?", name)
     return name if len(name) <= 80 else name[:77] + "..."
+
+
+def result_name(name: str, job_id: str) -> str:
+    """The download's file name: the upload's name with ``_x4.mkv`` (letters, digits, ``-_.()`` and spaces kept),
+    or the job id for a job without one."""
+    stem = re.sub(r"[^\w.() -]", "_", PurePosixPath(name).stem, flags=re.ASCII).strip(" .")
+    return f"{stem or job_id}_x4{RESULT_SUFFIX}"
