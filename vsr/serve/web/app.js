@@ -201,9 +201,15 @@ function updateCrf() {
     return;
   }
   crf.disabled = false;
-  const [lo, hi] = enc && enc.crf ? enc.crf : [0, 63];
+  if (!enc) {  // the input's codec: its encoder's range applies (the server says if the number is out of it)
+    crf.min = 0; crf.max = 63;
+    crf.placeholder = "default";
+    $("crf-hint").textContent = "0-51 for H.264/H.265, 0-63 for VP9/AV1; lower is better and larger. Empty: vsr's default.";
+    return;
+  }
+  const [lo, hi] = enc.crf;
   crf.min = lo; crf.max = hi;
-  crf.placeholder = enc && enc.default_crf != null ? `default ${enc.default_crf}` : "default";
+  crf.placeholder = enc.default_crf != null ? `default ${enc.default_crf}` : "default";
   $("crf-hint").textContent = `${lo} to ${hi}; lower is better and larger. Empty: vsr's default.`;
 }
 
