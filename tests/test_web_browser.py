@@ -93,7 +93,7 @@ def save_screenshot(driver, path: Path) -> None:
     """The whole page as a palette PNG (small enough to commit)."""
     driver.execute_script("document.activeElement.blur()")
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1000, height + 20)
+    driver.set_window_size(1000, height + 200)  # the window is taller than the page it shows
     driver.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.5)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,7 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
     page_headers = {"content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
                     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
                     "x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "cache-control": "no-cache"}
+
     def asset_route(body: bytes, media: str):
         async def serve_asset() -> Response:
             return Response(body, media_type=media, headers=page_headers)
