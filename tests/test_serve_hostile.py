@@ -510,12 +510,18 @@ def test_cli_wires_the_options_and_refuses_an_empty_env_token(tmp_path: Path, mo
     from vsr.cli import app as cli
 
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+
+    def run(server, sockets):
+        seen.update(timeout_keep_alive=server.config.timeout_keep_alive, host=server.config.host,
+                    app=server.config.app, sockets=sockets)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     args = ["serve", "--weights", str(tiny_weights), "--device", "cpu", "--workdir", str(tmp_path / "w"),
-            "--cors-origin", "http://a.example", "--cors-origin", "http://b.example", "--no-docs"]
+            "--cors-origin", "http://a.example", "--cors-origin", "http://b.example", "--no-docs", "--port", "0"]
     r = CliRunner().invoke(cli, args, env={"VSR_TOKEN": "from-env"})
     assert r.exit_code == 0, r.output
     assert seen["timeout_keep_alive"] == ServeConfig().keep_alive_s and seen["host"] == "127.0.0.1"
+    assert seen["sockets"][0].fileno() == -1  # the listening socket was closed when the server returned
     with TestClient(seen["app"], base_url=BASE) as client:  # slow clients: keep-alive closed; token from the env
         assert client.get("/v1/models").status_code == 401
         assert client.get("/v1/models", headers={"Authorization": "Bearer from-env"}).status_code == 200

@@ -3,15 +3,39 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Annotated, Optional
 
 import typer
 
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import ServeConfig, UpscaleConfig
+from vsr.errors import VsrError
 from vsr.weights import DEFAULT_WEIGHTS
 
 D = ServeConfig()
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), so the URL printed works at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise VsrError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port "
+                       "(0 picks a free one) or --host") from None
+    return sock
+
+
+def page_url(host: str, port: int) -> str:
+    """The address to open in a browser on this machine."""
+    name = "127.0.0.1" if host in ANY_ADDRESS else host.strip("[]")
+    return f"http://[{name}]:{port}/" if ":" in name else f"http://{name}:{port}/"
 
 
 def serve(
@@ -33,7 +57,7 @@ def serve(
     read_timeout: Annotated[float, typer.Option(help="Seconds a request body may send nothing before 408.", min=0.1)] = D.read_timeout_s,
     docs: Annotated[bool, typer.Option(help="Serve /docs (a self-contained page, no CDN) and /openapi.json (behind the token if one is set).")] = D.docs,
 ) -> None:
-    """Serve the model over HTTP: POST /v1/predict, /v1/images, /v1/jobs; docs at /docs."""
+    """Serve the model over HTTP: a web page at /, and POST /v1/predict, /v1/images, /v1/jobs; docs at /docs."""
     import uvicorn  # the web stack is imported only by this command
 
     from vsr.pipeline import build_engine
@@ -41,15 +65,24 @@ def serve(
 
     setup_logging(False)
     logging.getLogger("vsr.serve").setLevel(logging.INFO)
-    cfg = ServeConfig(host=host, port=port, token=token if token is not None else os.environ.get("VSR_TOKEN"),
-                      workdir=workdir, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
-                      queue_length=queue_length, batch_window_ms=batch_window_ms, max_batch_frames=max_batch_frames,
-                      cors_origins=list(cors_origin or []), keep_results_hours=keep_results,
-                      read_timeout_s=read_timeout, docs=docs)
     with user_errors():
         engine, loaded, _ = build_engine(UpscaleConfig(weights=weights, device=device, precision=precision))
-        app = create_app(engine, loaded.meta | {"file": str(loaded.path)}, cfg)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=int(max(1, cfg.keep_alive_s)))
+        sock = bind(host, port)
+    with sock:
+        port = sock.getsockname()[1]  # the real one when --port 0 (the page's own Origin names it)
+        cfg = ServeConfig(host=host, port=port, token=token if token is not None else os.environ.get("VSR_TOKEN"),
+                          workdir=workdir, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
+                          queue_length=queue_length, batch_window_ms=batch_window_ms, max_batch_frames=max_batch_frames,
+                          cors_origins=list(cors_origin or []), keep_results_hours=keep_results,
+                          read_timeout_s=read_timeout, docs=docs)
+        with user_errors():
+            app = create_app(engine, loaded.meta | {"file": str(loaded.path)}, cfg)
+        url = page_url(host, port)
+        where = " (listening on every address of this machine)" if host in ANY_ADDRESS else ""
+        typer.echo(f"vsr serve: open {url} in a browser{where}; the HTTP API is at {url}docs; Ctrl-C stops")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                timeout_keep_alive=int(max(1, cfg.keep_alive_s)))
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 register(serve)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Request, Security, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, Security, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from PIL import Image
@@ -25,22 +25,41 @@ from starlette.middleware.cors import CORSMiddleware
 from vsr.config import ServeConfig
 from vsr.errors import VsrError
 from vsr.pipeline import Engine
+from vsr.serve import previews, web
 from vsr.serve import requests as rq
 from vsr.serve.batcher import Batcher, Busy, SerialUpscaler
 from vsr.serve.guard import LOOPBACK_NAMES, Guard, is_loopback
 from vsr.serve.jobs import JobStore, JobWorker, QueueFull, job_view
-from vsr.video import VideoReader
+from vsr.video import ContainerCaps, VideoReader, default_encoder, encoder_defaults
+from vsr.weights import shipped_spec
 
 log = logging.getLogger("vsr.serve")
 PUBLIC_META = ("name", "arch", "arch_kwargs", "input_range", "output_range", "steps", "note")
+PREVIEW_KINDS = ("result", "bicubic")
+PREVIEW_DECODES = 2  # preview and thumbnail decodes running at once; more wait (up to --queue-length, then 429)
 
 
 def public_meta(meta: dict[str, Any], scale: int) -> dict[str, Any]:
-    """The model's description without anything that names this machine's files (weights, datasets)."""
+    """The model's description without anything that names this machine's files (weights, datasets);
+    a shipped model also gets its one-line ``description`` and measured ``psnr`` (dB by benchmark)."""
     keep = {k: meta[k] for k in PUBLIC_META if k in meta}
     if meta.get("file"):
         keep["file"] = Path(str(meta["file"])).name
+    spec = shipped_spec(meta.get("file"))
+    if spec is not None:
+        keep |= {"description": spec.description, "psnr": dict(spec.psnr)}
     return keep | {"scale": scale}
+
+
+def job_encoders() -> dict[str, dict[str, Any]]:
+    """The encoders a job may choose (those this FFmpeg has), their CRF range and vsr's default CRF."""
+    import av
+
+    offered = {}
+    for name, bounds in rq.JOB_ENCODERS.items():
+        if name in av.codecs_available:
+            offered[name] = {"crf": list(bounds) if bounds else None, "default_crf": encoder_defaults(name)[0] or None}
+    return offered
 
 
 def _error(status: int, message: str) -> HTTPException:
@@ -86,6 +105,8 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
                         skip_corrupt=engine.skip_corrupt, queue_frames=engine.queue_frames,
                         device_colour=engine.device_colour)
     state: dict[str, Any] = {}
+    encoders = job_encoders()
+    result_caps = ContainerCaps.for_path(f"result{rq.RESULT_SUFFIX}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,6 +130,21 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
                   openapi_url="/openapi.json" if docs else None,
                   description="4x super-resolution: batch prediction (JSON or .npy), images and video jobs.")
     security = [Security(HTTPBearer(description="the server's --token"))] if cfg.token else []
+
+    # The page is public (a browser cannot send a token with a navigation); it asks for the token itself.
+    # Its assets are fixed bytes with a strict policy: scripts and styles from this server only.
+    assets = web.load_assets()
+    page_headers = {"content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                    "x-content-type-options": "nosniff", "referrer-policy": "no-referrer", "cache-control": "no-cache"}
+
+    def asset_route(body: bytes, media: str):
+        async def serve_asset() -> Response:
+            return Response(body, media_type=media, headers=page_headers)
+        return serve_asset
+
+    for route, (body, media) in assets.items():
+        app.add_api_route(route, asset_route(body, media), methods=["GET"], include_in_schema=False)
 
     if docs:
         @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
@@ -141,8 +177,11 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
 
     @app.get("/v1/models", dependencies=security)
     async def models() -> dict[str, Any]:
-        """The model served: name, architecture, scale (no file paths)."""
-        return {"models": [public_meta(meta, engine.upscaler.scale)]}
+        """The model served: name, architecture, scale (no file paths), its description and PSNR when shipped;
+        ``encoders``: the video encoders a job may ask for, with their CRF ranges; ``limits``: the largest upload
+        and image, so a client can say so before sending a file."""
+        return {"models": [public_meta(meta, engine.upscaler.scale)], "encoders": encoders,
+                "limits": {"max_upload_bytes": limits.max_video_bytes, "max_pixels": limits.max_pixels}}
 
     @app.post("/v1/predict", dependencies=security, response_class=Response,
               responses={200: {"content": {rq.JSON: {}, rq.NPY: {}}}, 415: {}})
@@ -174,8 +213,9 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         out = await upscale(frames)
         return Response(await off_loop(rq.encode_png, out[0]), media_type="image/png")
 
-    def admit_job(file: UploadFile) -> dict[str, Any]:
-        """Store the upload in a new job folder, check it, queue it (all or nothing); in a worker thread."""
+    def admit_job(file: UploadFile, codec: str | None, crf: str | None) -> dict[str, Any]:
+        """Store the upload in a new job folder, check it and its options, queue it (all or nothing); in a
+        worker thread."""
         suffix = rq.upload_suffix(file.filename, rq.VIDEO_CONTAINERS)
         store: JobStore = state["store"]
         if store.queued() >= cfg.queue_length:  # early, cheap; create() checks again atomically
@@ -195,16 +235,21 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
             if rq.VIDEO_CONTAINERS[suffix] not in family.split(","):
                 raise rq.RequestError(415, f"the file is {family.split(',')[0]}, not {suffix[1:]} as its name says")
             rq.check_pixels(info.height, info.width, limits)
+            options = rq.parse_job_options(codec, crf, input_encoder=engine.settings.codec
+                                           or default_encoder(info.codec, result_caps), available=set(encoders))
             try:
-                return store.create(job_id, path.name, info.expected_frames, max_queued=cfg.queue_length)
+                return store.create(job_id, path.name, info.expected_frames, max_queued=cfg.queue_length,
+                                    name=rq.upload_name(file.filename), options=options)
             except QueueFull:
                 raise rq.RequestError(429, "the job queue is full; retry later") from None
 
     @app.post("/v1/jobs", status_code=202, dependencies=security)
-    async def create_job(file: UploadFile = File(...)) -> dict[str, Any]:
+    async def create_job(file: UploadFile = File(...), codec: str | None = Form(None),
+                         crf: str | None = Form(None)) -> dict[str, Any]:
         """Upload a clip (mp4, m4v, mov, mkv, webm, avi); it is upscaled in the background into Matroska.
-        Poll ``GET /v1/jobs/{id}``, fetch ``/v1/jobs/{id}/result``."""
-        job = await off_loop(admit_job, file)
+        Optional form fields: ``codec`` (one of ``GET /v1/models``' ``encoders``; default: as the input) and
+        ``crf``. Poll ``GET /v1/jobs/{id}``, fetch ``/v1/jobs/{id}/result``."""
+        job = await off_loop(admit_job, file, codec, crf)
         state["worker"].wake.set()
         log.info("job %s queued", job["id"])
         return job_view(job)
@@ -220,6 +265,68 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         """A job's state and progress."""
         return job_view(job_or_404(job_id))
 
+    @app.get("/v1/jobs", dependencies=security)
+    async def list_jobs() -> dict[str, Any]:
+        """This server's jobs, newest first (at most 200)."""
+        return {"jobs": [job_view(job) for job in state["store"].list()]}
+
+    decodes = asyncio.Semaphore(PREVIEW_DECODES)
+    waiting = [0]
+
+    async def decode(fn, *args):
+        """``fn(*args)`` in a worker thread, at most ``PREVIEW_DECODES`` at once; 429 when too many wait."""
+        if waiting[0] >= cfg.queue_length:
+            raise _error(429, "too many preview requests queued; retry shortly")
+        waiting[0] += 1
+        try:
+            async with decodes:
+                return await off_loop(fn, *args)
+        finally:
+            waiting[0] -= 1
+
+    def job_file(job: dict[str, Any], name: str) -> Path:
+        path = state["store"].folder(job["id"]) / name
+        if not path.is_file():
+            raise _error(409, f"job {job['id']} is {job['status']}; its files were removed")
+        return path
+
+    @app.get("/v1/jobs/{job_id}/preview", dependencies=security, response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def job_preview(job_id: str, frame: str = "0", kind: str = "result") -> Response:
+        """One frame of a finished job as PNG: ``kind=result`` the upscaled frame, ``kind=bicubic`` the same input
+        frame resized by bicubic to the result's size (for a before/after comparison); ``frame`` 0-based."""
+        job = job_or_404(job_id)
+        if kind not in PREVIEW_KINDS:
+            raise _error(422, f"kind must be one of {', '.join(PREVIEW_KINDS)}, got {rq.short(kind)}")
+        if job["status"] != "done":
+            raise _error(409, f"job {job_id} is {job['status']}, not done: previews come with the result")
+        index = await off_loop(rq.parse_frame_index, frame, job["frames_total"])
+        source = JobStore.result_path(state["store"].folder(job_id)) if kind == "result" else job_file(job, job["filename"])
+
+        def render() -> bytes:
+            try:
+                image = previews.frame_at(source, index)
+            except (IndexError, VsrError) as exc:
+                raise rq.RequestError(500, rq.public_message(str(exc))) from None
+            return previews.png(image if kind == "result" else previews.bicubic(image, engine.upscaler.scale))
+
+        return Response(await decode(render), media_type="image/png", headers={"cache-control": "private, max-age=3600"})
+
+    @app.get("/v1/jobs/{job_id}/thumbnail", dependencies=security, response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    async def job_thumbnail(job_id: str) -> Response:
+        """The first frame of a job's input as a small JPEG (160 pixels wide at most), in any state but cancelled."""
+        job = job_or_404(job_id)
+        source = job_file(job, job["filename"])
+
+        def render() -> bytes:
+            try:
+                return previews.thumbnail(source)
+            except (IndexError, VsrError) as exc:
+                raise rq.RequestError(500, rq.public_message(str(exc))) from None
+
+        return Response(await decode(render), media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+
     @app.get("/v1/jobs/{job_id}/result", dependencies=security)
     async def job_result(job_id: str) -> FileResponse:
         """The finished job's 4x video (Matroska)."""
@@ -227,7 +334,7 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         if job["status"] != "done":
             raise _error(409, f"job {job_id} is {job['status']}, not done")
         path = JobStore.result_path(state["store"].folder(job_id))
-        return FileResponse(path, filename=f"{job_id}_x4{rq.RESULT_SUFFIX}", media_type="video/x-matroska")
+        return FileResponse(path, filename=rq.result_name(job.get("name") or "", job_id), media_type="video/x-matroska")
 
     @app.delete("/v1/jobs/{job_id}", dependencies=security)
     async def delete_job(job_id: str) -> dict[str, Any]:
@@ -242,7 +349,7 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
         return job_view(store.get(job_id) or job)
 
     app.add_middleware(Guard, token=cfg.token, body_limit=limits.body_limit, allowed_hosts=allowed_hosts(cfg),
-                       allowed_origins=allowed_origins(cfg), public_paths={"/healthz"},
+                       allowed_origins=allowed_origins(cfg), public_paths={"/healthz", *assets},
                        read_timeout=cfg.read_timeout_s)
     if cfg.cors_origins:  # outside the guard: preflights carry no token
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "DELETE"],

@@ -41,6 +41,14 @@ def host_name(host_header: str) -> str:
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
+def same_origin(origin: str, host_header: str) -> bool:
+    """Whether ``Origin`` names the very host and port the request was sent to (the server's own page, on
+    whatever address it was opened). The ``Host`` check comes first, so on loopback binds a rebound DNS
+    name never gets here."""
+    host = host_header.strip().lower()
+    return bool(host) and origin.strip().lower() in (f"http://{host}", f"https://{host}")
+
+
 class Guard:
     """Pure ASGI middleware; ``body_limit(method, path, content_type)`` gives each endpoint's byte limit."""
 
@@ -134,7 +142,7 @@ class Guard:
         if self.allowed_hosts is not None and host_name(headers.get("host", "")) not in self.allowed_hosts:
             return 400, "invalid Host header (this server answers only to its loopback names)", {}
         origin = headers.get("origin")
-        if origin is not None and origin not in self.allowed_origins:
+        if origin is not None and origin not in self.allowed_origins and not same_origin(origin, headers.get("host", "")):
             return 403, "cross-origin requests are refused (start the server with --cors-origin to allow one)", {}
         if self.token and scope["path"] not in self.public_paths:
             got = headers.get("authorization", "").encode()

@@ -7,6 +7,7 @@ by a crash between the two are removed at start-up, with dead processes' temp fi
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sqlite3
@@ -15,15 +16,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from vsr.atomic import remove_stale_temps
 from vsr.pipeline import Engine
-from vsr.serve.requests import RESULT_SUFFIX, public_message
+from vsr.serve.requests import RESULT_SUFFIX, JobOptions, public_message
 
 log = logging.getLogger("vsr.serve")
 FINISHED = ("done", "failed", "cancelled")
+PROGRESS_EVERY_S = 0.5  # how often a running job's frame count and fps are written to the table
+# Columns added after the first release: (name, SQL type); a table made before gets them at start-up.
+_ADDED_COLUMNS = (("name", "TEXT"), ("options", "TEXT"))
 
 
 class QueueFull(Exception):
@@ -48,6 +53,10 @@ class JobStore:
                 id TEXT PRIMARY KEY, status TEXT NOT NULL, filename TEXT NOT NULL, frames_done INTEGER DEFAULT 0,
                 frames_total INTEGER DEFAULT 0, fps REAL DEFAULT 0, error TEXT, note TEXT,
                 created REAL NOT NULL, updated REAL NOT NULL)""")
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def __enter__(self) -> JobStore:
         return self
@@ -75,14 +84,17 @@ class JobStore:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    def create(self, job_id: str, filename: str, frames_total: int, *, max_queued: int) -> dict[str, Any]:
-        """Queue the job, unless ``max_queued`` jobs are queued already (checked and inserted atomically)."""
+    def create(self, job_id: str, filename: str, frames_total: int, *, max_queued: int, name: str = "",
+               options: JobOptions | None = None) -> dict[str, Any]:
+        """Queue the job, unless ``max_queued`` jobs are queued already (checked and inserted atomically).
+        ``name`` is the client's label for it (its upload's file name), ``options`` its encoder choices."""
         now = time.time()
+        opts = json.dumps(asdict(options or JobOptions()))
         with self.lock, self.db:
             if self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0] >= max_queued:
                 raise QueueFull
-            self.db.execute("INSERT INTO jobs (id, status, filename, frames_total, created, updated) "
-                            "VALUES (?,?,?,?,?,?)", (job_id, "queued", filename, frames_total, now, now))
+            self.db.execute("INSERT INTO jobs (id, status, filename, frames_total, created, updated, name, options) "
+                            "VALUES (?,?,?,?,?,?,?,?)", (job_id, "queued", filename, frames_total, now, now, name, opts))
         return self.get(job_id)
 
     def update(self, job_id: str, *, expect: str | None = None, **fields: Any) -> bool:
@@ -97,6 +109,12 @@ class JobStore:
         with self.lock:
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return dict(row) if row else None
+
+    def list(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs, newest first."""
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY created DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
 
     def queued(self) -> int:
         with self.lock:
@@ -153,10 +171,20 @@ class JobStore:
         return {"requeued": requeued, "orphan_folders": orphans, "stale_temps": temps}
 
 
+def job_options(job: dict[str, Any]) -> JobOptions:
+    return JobOptions(**json.loads(job.get("options") or "{}"))
+
+
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """What a client sees of a job (no file names, no paths)."""
-    view = {k: job[k] for k in ("id", "status", "frames_done", "frames_total", "fps", "error", "note")}
-    view["progress"] = round(job["frames_done"] / job["frames_total"], 4) if job["frames_total"] else None
+    """What a client sees of a job (no server file names, no paths; ``name`` is the client's own label).
+    ``eta_s``: seconds left at the current rate, while running."""
+    view = {k: job[k] for k in ("id", "status", "frames_done", "frames_total", "fps", "error", "note", "created")}
+    view["name"] = job.get("name") or ""
+    view["options"] = asdict(job_options(job))
+    total, done, fps = job["frames_total"], job["frames_done"], job["fps"]
+    view["progress"] = round(min(done / total, 1.0), 4) if total else None
+    running = job["status"] == "running" and fps and total > done
+    view["eta_s"] = round((total - done) / fps, 1) if running else None
     return view
 
 
@@ -183,6 +211,16 @@ class JobWorker:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
 
+    def engine_for(self, options: JobOptions) -> Engine:
+        """The engine with the job's encoder choices over the server's own settings (same model, same batching)."""
+        if options == JobOptions():
+            return self.engine
+        e = self.engine
+        settings = replace(e.settings, codec=options.codec or e.settings.codec,
+                           crf=options.crf if options.crf is not None else e.settings.crf)
+        return Engine(e.upscaler, batch_size=e.batch_size, settings=settings, skip_corrupt=e.skip_corrupt,
+                      queue_frames=e.queue_frames, device_colour=e.device_colour)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -204,19 +242,22 @@ class JobWorker:
         folder = self.store.folder(job_id)
         done = [0]
         started = time.perf_counter()
+        written = [started - PROGRESS_EVERY_S]
 
         def progress(n: int) -> None:
             if job_id in self.cancel or self._stop.is_set():
                 raise JobCancelled
             done[0] += n
-            if done[0] % 5 == 0:
-                self.store.update(job_id, frames_done=done[0], fps=done[0] / (time.perf_counter() - started))
+            now = time.perf_counter()
+            if now - written[0] >= PROGRESS_EVERY_S:  # by time, not by count: any batch size shows progress
+                written[0] = now
+                self.store.update(job_id, frames_done=done[0], fps=done[0] / (now - started))
 
         log.info("job %s started", job_id)
         try:
             # written to an atomic temp beside the result (vsr.atomic naming), so recover() finds a dead one's
-            result = self.engine.upscale_video(folder / job["filename"], self.store.result_path(folder),
-                                               overwrite=True, progress=progress)
+            result = self.engine_for(job_options(job)).upscale_video(
+                folder / job["filename"], self.store.result_path(folder), overwrite=True, progress=progress)
             notes = [job["note"]] * bool(job.get("note")) + result.notes
             self.store.update(job_id, status="done", frames_done=result.frames_out, frames_total=result.frames_in,
                               fps=result.fps, note=public_message("; ".join(notes)) or None)

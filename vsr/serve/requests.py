@@ -229,3 +229,61 @@ def public_message(text: str) -> str:
     """An error message fit for a client: absolute paths cut to their file name, temp names without host and PID."""
     text = _TEMP_NAME.sub(r"\1\2", text.splitlines()[0] if text else text)
     return _ABS_PATH.sub(r"\1", text)[:300]
+
+
+# Video encoders a job may ask for (all write into the Matroska result), with their CRF range; None: no CRF.
+JOB_ENCODERS: dict[str, tuple[int, int] | None] = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63),
+                                                   "libsvtav1": (0, 63), "ffv1": None}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job's client chose for the encoder (None: as ``vsr upscale`` would pick from the input)."""
+
+    codec: str | None = None
+    crf: int | None = None
+
+
+def parse_job_options(codec: str | None, crf: str | None, *, input_encoder: str,
+                      available: frozenset[str] | set[str]) -> JobOptions:
+    """Form fields ``codec`` and ``crf`` -> validated options (422 with the allowed values otherwise).
+    ``input_encoder`` is the encoder the job uses when ``codec`` is empty (its CRF range applies)."""
+    codec = (codec or "").strip() or None
+    offered = sorted(c for c in JOB_ENCODERS if c in available)
+    if codec is not None and codec not in offered:
+        raise RequestError(422, f"codec {short(codec)} is not offered; choose one of {', '.join(offered)} "
+                                "(or leave it empty for the input's codec)")
+    text = (crf or "").strip()
+    if not text:
+        return JobOptions(codec, None)
+    encoder = codec or input_encoder
+    bounds = JOB_ENCODERS.get(encoder, (0, 51))
+    if bounds is None:
+        raise RequestError(422, f"{encoder} is lossless and takes no CRF; leave crf empty")
+    if not re.fullmatch(r"\d{1,3}", text) or not bounds[0] <= int(text) <= bounds[1]:
+        raise RequestError(422, f"crf must be a whole number from {bounds[0]} to {bounds[1]} for {encoder}, "
+                                f"got {short(text)}")
+    return JobOptions(codec, int(text))
+
+
+def parse_frame_index(text: str | None, frames: int) -> int:
+    """A ``frame`` query value -> an index into a clip of ``frames`` frames (422 naming the valid range)."""
+    value = (text or "0").strip()
+    if not re.fullmatch(r"\d{1,9}", value) or int(value) >= frames:
+        raise RequestError(422, f"frame must be a whole number from 0 to {frames - 1} (the clip has {frames} "
+                                f"frames), got {short(value)}")
+    return int(value)
+
+
+def upload_name(filename: str | None) -> str:
+    """The client's file name as a label: its last path part, printable, at most 80 characters."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    name = re.sub(r"[^\x20-\x7e]", "?", name)
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+def result_name(name: str, job_id: str) -> str:
+    """The download's file name: the upload's name with ``_x4.mkv`` (letters, digits, ``-_.()`` and spaces kept),
+    or the job id for a job without one."""
+    stem = re.sub(r"[^\w.() -]", "_", PurePosixPath(name).stem, flags=re.ASCII).strip(" .")
+    return f"{stem or job_id}_x4{RESULT_SUFFIX}"
