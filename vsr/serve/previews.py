@@ -2,8 +2,9 @@
 result's size (the comparison a viewer needs), and a small thumbnail of the input.
 
 Frames are decoded read-only with ``vsr.video.VideoReader`` (the colour conversion ``vsr upscale`` uses)
-and encoded with ``vsr.images``; a frame is found by counting decoded frames, as the engine counts them,
-so index N of the input and of the result are the same picture.
+and encoded with ``vsr.images``; frame N is the N-th in display order, as the engine counts them, so index
+N of the input and of the result are the same picture (found by seeking, so a late frame is as quick as an
+early one).
 """
 from __future__ import annotations
 
@@ -28,12 +29,21 @@ def _rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def frame_at(path: Path, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based, in decode order as the engine counts) of the video at ``path``, 8-bit RGB.
-    Raises IndexError when the file holds fewer frames."""
-    with VideoReader(path) as reader:
-        for item in reader:
-            if isinstance(item, Frame) and item.index == index:
-                return _rgb8(item.image)
+    """Frame ``index`` (0-based, in display order as the engine counts) of the video at ``path``, 8-bit RGB:
+    sought by its display time (the keyframe before it, then decoded forward), or counted from the start where
+    the packets carry no usable times. Raises IndexError when the file holds fewer frames."""
+    with VideoReader(path, video_only=True) as reader:
+        times = reader.presentation_times()
+        if times is not None:
+            if index >= len(times):
+                raise IndexError(f"{path.name} has no frame {index}")
+            end = times[index + 1] if index + 1 < len(times) else None
+            for frame in reader.frames_between(times[index] if index else None, end, first_index=index):
+                return _rgb8(frame.image)
+        else:
+            for item in reader:
+                if isinstance(item, Frame) and item.index == index:
+                    return _rgb8(item.image)
     raise IndexError(f"{path.name} has no frame {index}")
 
 
