@@ -35,6 +35,9 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     val: str | None = None
     out: str = "runs/train"
+    arch: str = "srresnet"  # srresnet | recurrent-srresnet (temporal: trained on synthetic sequences)
+    seq_len: int = 1  # frames per training sequence: 1 for srresnet, >= 2 for a temporal arch
+    motion: float = 4.0  # temporal arch: the camera's largest shift per frame along each axis, HR px (vsr.sequences)
     loss: str = "mse"  # mse | vgg | gan | perpix
     content: str = "mse"  # content loss of --loss gan: mse | vgg
     adv_weight: float = 1e-3

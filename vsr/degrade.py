@@ -445,29 +445,50 @@ class Degrader:
             out.append(np.stack([src[i, :, int(y):int(y) + c, int(x):int(x) + c] for y, x in zip(ys, xs)]))
         return torch.from_numpy(np.stack(out))
 
-    def _group(self, regions: torch.Tensor, rng: np.random.Generator, gen: torch.Generator
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequences(self, seq: torch.Tensor, seed: int) -> torch.Tensor:
+        """HR sequences (B, T, 3, crop, crop) uint8 on the CPU -> their LR (B, T, 3, crop/4, crop/4) uint8: one
+        draw per group of sequences, applied to every frame (a codec over the whole sequence, noise per frame)."""
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        b = seq.shape[0]
+        bounds = np.linspace(0, b, min(self.cfg.groups, b) + 1).round().astype(int)
+        return torch.cat([self._chain(seq[lo:hi], rng, gen, *self._draw(rng), every_frame=True)
+                          for lo, hi in zip(bounds[:-1], bounds[1:])])
+
+    def _draw(self, rng: np.random.Generator) -> tuple[bool, bool, bool]:
+        """(clean, video codec, JPEG) for one group."""
         cfg = self.cfg
         clean = rng.random() < cfg.clean_prob
         use_codec = not clean and rng.random() < cfg.codec_prob
         use_jpeg = not clean and not use_codec and rng.random() < cfg.jpeg_prob
-        frames = cfg.frames if use_codec and regions.shape[-1] > self.crop else 1
+        return clean, use_codec, use_jpeg
+
+    def _group(self, regions: torch.Tensor, rng: np.random.Generator, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        clean, use_codec, use_jpeg = self._draw(rng)
+        frames = self.cfg.frames if use_codec and regions.shape[-1] > self.crop else 1
         seq = self._windows(regions, rng, frames) if regions.shape[-1] > self.crop else regions[:, None]
+        return self._chain(seq, rng, gen, clean, use_codec, use_jpeg)[:, -1], seq[:, -1].clone()
+
+    def _chain(self, seq: torch.Tensor, rng: np.random.Generator, gen: torch.Generator, clean: bool, use_codec: bool,
+               use_jpeg: bool, *, every_frame: bool = False) -> torch.Tensor:
+        """(N, T, 3, crop, crop) uint8 -> (N, T, 3, crop/4, crop/4) uint8 through one draw of the chain; JPEG on
+        the last frame only unless ``every_frame`` (the single-frame path trains on the last one alone)."""
+        cfg = self.cfg
         n, t = seq.shape[:2]
-        hr = seq[:, -1].clone()
         x = seq.reshape(n * t, *seq.shape[2:]).to(torch.float32)
         if clean:
             from vsr.metrics import imresize
 
             lr = imresize(x, 1.0 / SCALE).to(torch.uint8)
-            return lr.reshape(n, t, *lr.shape[1:])[:, -1], hr
+            return lr.reshape(n, t, *lr.shape[1:])
         if rng.random() < cfg.blur_prob:
             x = _blur(x, self._kernel(rng))
         x = _downscale(x, int(rng.choice(3, p=np.asarray(cfg.resize_weights) / sum(cfg.resize_weights))))
         if rng.random() < cfg.noise_prob:
             x = _noise(x, rng, cfg, gen)
         lr = x.round().clamp(0, 255).to(torch.uint8).reshape(n, t, 3, *x.shape[-2:])
-        lr = self._compress(lr, rng, use_codec, use_jpeg)
+        lr = self._compress(lr, rng, use_codec, use_jpeg, every_frame)
         if rng.random() < cfg.second_pass_prob:
             y = lr.reshape(n * t, *lr.shape[2:]).to(torch.float32)
             if rng.random() < 0.5:
@@ -475,8 +496,8 @@ class Degrader:
             if rng.random() < cfg.noise_prob:
                 y = _noise(y, rng, cfg, gen)
             lr = y.round().clamp(0, 255).to(torch.uint8).reshape(lr.shape)
-            lr = self._compress(lr, rng, rng.random() < cfg.codec_prob, rng.random() < cfg.jpeg_prob)
-        return lr[:, -1], hr
+            lr = self._compress(lr, rng, rng.random() < cfg.codec_prob, rng.random() < cfg.jpeg_prob, every_frame)
+        return lr
 
     def _kernel(self, rng: np.random.Generator) -> torch.Tensor:
         cfg = self.cfg
@@ -487,8 +508,10 @@ class Degrader:
             return gaussian_kernel(cfg.blur_size, s, _uniform(rng, cfg.blur_sigma), _uniform(rng, (0, math.pi)))
         return gaussian_kernel(cfg.blur_size, s, s, 0.0)
 
-    def _compress(self, lr: torch.Tensor, rng: np.random.Generator, use_codec: bool, use_jpeg: bool) -> torch.Tensor:
-        """(N, T, 3, h, w) uint8 through a video codec (all T frames, tiled) or JPEG (per frame), or unchanged."""
+    def _compress(self, lr: torch.Tensor, rng: np.random.Generator, use_codec: bool, use_jpeg: bool,
+                  every_frame: bool = False) -> torch.Tensor:
+        """(N, T, 3, h, w) uint8 through a video codec (all T frames, tiled) or JPEG (the last frame, or
+        ``every_frame``), or unchanged."""
         cfg = self.cfg
         n, t, _, h, w = lr.shape
         if use_codec:
@@ -506,8 +529,9 @@ class Degrader:
         if use_jpeg:
             q = int(rng.integers(cfg.jpeg_q[0], cfg.jpeg_q[1] + 1))
             out = lr.clone()
-            for i in range(n):  # only the target frame is used when there is no codec
-                out[i, -1] = torch.from_numpy(jpeg_roundtrip(lr[i, -1].permute(1, 2, 0).numpy(), q)).permute(2, 0, 1)
+            for i in range(n):  # single frames: only the target frame is used when there is no codec
+                for k in range(t) if every_frame else [t - 1]:
+                    out[i, k] = torch.from_numpy(jpeg_roundtrip(lr[i, k].permute(1, 2, 0).numpy(), q)).permute(2, 0, 1)
             return out
         return lr
 

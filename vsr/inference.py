@@ -20,11 +20,15 @@ from vsr.colour import Yuv420, rgb_to_yuv420p
 from vsr.device import autocast
 from vsr.errors import VsrError
 from vsr.models.fused import fuse_for_inference
+from vsr.models.recurrent import reset_where, scene_cut
 from vsr.weights import ModelDescriptor, describe_model
 
 # On the CPU, a model call over more input pixels than this runs slower per pixel (its activations
 # leave the caches): 4 frames of 480x270 per call measured ~10% slower than 1 (benchmarks/RESULTS.md).
 CPU_CALL_PIXELS = 1 << 16
+# What ``Upscaler.upscale_stream`` returns and takes back: a temporal model's state, on the device
+# (for ``RecurrentSRResNet``: three tensors of N streams at the padded LR size, see vsr.models.recurrent).
+StreamState = tuple[torch.Tensor, ...]
 # The most frames ``auto_batch`` puts in one batch: past this, GPUs gain little and latency grows.
 MAX_AUTO_BATCH = 16
 
@@ -85,7 +89,8 @@ class Upscaler:
         if precision not in d.precisions:
             raise VsrError(f"{d.arch} does not run in {precision} (it supports {', '.join(d.precisions)})")
         if tile and not d.tiling:
-            raise VsrError(f"{d.arch} cannot run on tiles (it needs the whole picture); use --tile 0")
+            why = "its state spans whole frames" if d.temporal else "it needs the whole picture"
+            raise VsrError(f"{d.arch} cannot run on tiles ({why}); use --tile 0")
         self.device, self.precision, self.scale = device, precision, d.scale
         self.tile, self.tile_overlap = tile, tile_overlap
         self.max_pixels = max_pixels or default_max_pixels(device, precision, d.activation_elements)
@@ -97,14 +102,22 @@ class Upscaler:
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] in -> the model's input range, padded to its size multiple -> run -> cropped -> [0, 1] out."""
-        d = self.descriptor
         h, w = x.shape[-2:]
-        if d.input_range != (0.0, 1.0):
-            x = x * (d.input_range[1] - d.input_range[0]) + d.input_range[0]
-        x = _pad_to_requirements(x, d.size_multiple, d.min_size, d.square)
+        x = self._prepare(x)
         with autocast(self.device, self.precision):
             y = self.model(x.contiguous(memory_format=torch.channels_last))
-        lo, hi = d.output_range
+        return self._finish(y, h, w)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> the model's input range, padded to the sizes it accepts."""
+        d = self.descriptor
+        if d.input_range != (0.0, 1.0):
+            x = x * (d.input_range[1] - d.input_range[0]) + d.input_range[0]
+        return _pad_to_requirements(x, d.size_multiple, d.min_size, d.square)
+
+    def _finish(self, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The model's output for an (h, w) input -> cropped to (h*s, w*s), float in [0, 1]."""
+        lo, hi = self.descriptor.output_range
         y = y[..., : h * self.scale, : w * self.scale].float()
         return ((y - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
@@ -150,18 +163,73 @@ class Upscaler:
         With ``yuv`` (uint8 frames only), the 4x pictures are converted on the device and returned as
         YUV 4:2:0 planes, (N, 3sH/2, sW) uint8 (``vsr.colour.rgb_to_yuv420p``).
         """
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected (N, H, W, 3) frames, got shape {frames.shape}")
+        if self.descriptor.temporal:
+            raise VsrError(f"{self.descriptor.arch} is a temporal model (it carries a state from frame to frame): "
+                           "feed frames in order through Upscaler.upscale_stream(frames, state), not upscale")
         if yuv is not None and frames.dtype != np.uint8:
             raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
+        x = self._to_device(frames)
+        if yuv is not None:
+            return rgb_to_yuv420p(self.run(x), yuv).cpu().numpy()
+        return self._to_host(self.run(x), frames.dtype)
+
+    def _to_device(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8/uint16 on the host -> (N, 3, H, W) float in [0, 1] on the device."""
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) frames, got shape {frames.shape}")
         peak = 65535.0 if frames.dtype == np.uint16 else 255.0
         src = torch.from_numpy(frames.astype(np.int32) if frames.dtype == np.uint16 else frames)
         if self.device.type == "cuda":
             src = src.pin_memory()  # page-locked, so the copy below is asynchronous
-        x = src.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
-        if yuv is not None:
-            return rgb_to_yuv420p(self.run(x), yuv).cpu().numpy()
-        y = self.run(x).mul_(peak).round_().permute(0, 2, 3, 1)
-        if frames.dtype == np.uint16:
+        return src.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
+
+    @staticmethod
+    def _to_host(y: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+        """(N, 3, sH, sW) float in [0, 1] on the device -> (N, sH, sW, 3) of ``dtype`` (uint8 or uint16)."""
+        peak = 65535.0 if dtype == np.uint16 else 255.0
+        y = y.mul_(peak).round_().permute(0, 2, 3, 1)
+        if dtype == np.uint16:
             return y.to(torch.int32).cpu().numpy().astype(np.uint16)
         return y.to(torch.uint8).cpu().numpy()
+
+    @torch.inference_mode()
+    def upscale_stream(self, frames: np.ndarray, state: StreamState | None, *, detect_cuts: bool = True,
+                       yuv: Yuv420 | None = None) -> tuple[np.ndarray, StreamState]:
+        """One time step of N independent streams through a temporal model: (N, H, W, 3) uint8/uint16 frames
+        (frame t of each stream) and the state the previous call returned (None: a fresh start) ->
+        ((N, sH, sW, 3) of the same dtype, the next state).
+
+        Same normalise -> pad -> autocast -> run -> crop -> clamp path as ``upscale``; never tiled (the state
+        spans whole frames). A stream restarts by itself where ``vsr.models.recurrent.scene_cut`` sees a cut
+        (``detect_cuts``), and all restart when the frame size changes. The state stays on the device; a
+        different number of streams than the state holds is a ValueError. ``yuv``: as in ``upscale``.
+        """
+        d = self.descriptor
+        if not d.temporal:
+            raise VsrError(f"{d.arch} is not a temporal model; use Upscaler.upscale")
+        if yuv is not None and frames.dtype != np.uint8:
+            raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
+        x = self._to_device(frames)
+        n, _, h, w = x.shape
+        xin = self._prepare(x)
+        if state is not None:
+            if not isinstance(state, tuple) or not state or state[0].shape[0] != n:
+                have = state[0].shape[0] if isinstance(state, tuple) and state else "?"
+                raise ValueError(f"the state holds {have} stream(s) but {n} frame(s) were given")
+            if state[0].shape[-2:] != xin.shape[-2:]:
+                state = None  # a new frame size: every stream starts afresh
+            elif detect_cuts:
+                state = reset_where(state, scene_cut(state[0], xin), xin)
+        per_call = max(1, self.call_pixels() // (h * w))
+        outs, states = [], []
+        for i in range(0, n, per_call):
+            part = None if state is None else tuple(s[i : i + per_call] for s in state)
+            with autocast(self.device, self.precision):
+                y, new = self.model(xin[i : i + per_call].contiguous(memory_format=torch.channels_last), part)
+            outs.append(self._finish(y, h, w))
+            states.append(new)
+        new_state = states[0] if len(states) == 1 else tuple(torch.cat(parts) for parts in zip(*states))
+        y = torch.cat(outs) if len(outs) > 1 else outs[0]
+        if yuv is not None:
+            return rgb_to_yuv420p(y, yuv).cpu().numpy(), new_state
+        return self._to_host(y, frames.dtype), new_state

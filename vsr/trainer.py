@@ -37,9 +37,13 @@ from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
                         uses_gan, vgg_loss)
 from vsr.metrics import psnr
-from vsr.models import Discriminator, SRResNet
+from vsr.models import Discriminator, RecurrentSRResNet, SRResNet
+from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
+from vsr.sequences import Motion, SequenceSampler
 
+ARCHS = ("srresnet", "recurrent-srresnet")
+TEMPORAL_ARCHS = ("recurrent-srresnet",)
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
               "val_psnr_deg", "seconds"]
 
@@ -81,16 +85,36 @@ def validate(model: nn.Module, images: list[torch.Tensor], *, device: torch.devi
              scale: int = 4, condition: Condition | None = None) -> float:
     """Mean Y-PSNR (4-px border crop) of the model on HR images whose LR is made by bicubic 1/scale
     (then put through a bench ``condition``'s lossy steps, e.g. a codec, if one is given)."""
+    return validate_clips(model, [[hr] for hr in images], device=device, precision=precision, scale=scale,
+                          condition=condition)
+
+
+def validate_clips(model: nn.Module, clips: list[list[torch.Tensor]], *, device: torch.device, precision: str,
+                   scale: int = 4, condition: Condition | None = None) -> float:
+    """Mean over clips of the per-clip mean Y-PSNR (4-px border crop) of HR frame sequences whose LR is made by
+    bicubic 1/scale (a ``condition``'s codec runs over each whole clip); a temporal model sees the frames in
+    order through ``Upscaler.upscale_stream``, an image model one frame at a time. 1-frame clips are images."""
     up = Upscaler(model, device=device, precision=precision)
-    scores = []
-    for hr in images:
-        hr = mod_crop(hr, scale)
-        lr = degrade_bicubic(hr, scale).permute(1, 2, 0).numpy()
+    means = []
+    for clip in clips:
+        hrs = [mod_crop(hr, scale) for hr in clip]
+        lrs = [degrade_bicubic(hr, scale).permute(1, 2, 0).numpy() for hr in hrs]
         if condition is not None:
-            lr = condition.apply([lr])[0]
-        sr = up.upscale(lr[None])[0]
-        scores.append(psnr(torch.from_numpy(sr).permute(2, 0, 1), hr, crop_border=scale))
-    return float(np.mean(scores))
+            lrs = condition.apply(lrs)
+        state, scores = None, []
+        for lr, hr in zip(lrs, hrs):
+            sr, state = _upscale_step(up, lr, state)
+            scores.append(psnr(torch.from_numpy(sr).permute(2, 0, 1), hr, crop_border=scale))
+        means.append(np.mean(scores))
+    return float(np.mean(means))
+
+
+def _upscale_step(up: Upscaler, lr: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+    """One (H, W, 3) frame through the upscaler: the stream call (with its state) for a temporal model."""
+    if up.descriptor.temporal:
+        out, state = up.upscale_stream(lr[None], state)
+        return out[0], state
+    return up.upscale(lr[None])[0], None
 
 
 def comparison_grid(model: nn.Module, images: list[torch.Tensor], *, device: torch.device, precision: str,
@@ -104,7 +128,7 @@ def comparison_grid(model: nn.Module, images: list[torch.Tensor], *, device: tor
         y, x = (h - s) // 2, (w - s) // 2
         crop = hr[:, y : y + s, x : x + s]
         lr = degrade_bicubic(crop).permute(1, 2, 0).numpy()
-        sr = up.upscale(lr[None])[0]
+        sr = _upscale_step(up, lr, None)[0]
         rows.append(comparison(lr, crop.permute(1, 2, 0).numpy(), [("model", sr)]))
     width = max(r.shape[1] for r in rows)
     return np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
@@ -165,7 +189,8 @@ class Run:
     device: torch.device
     precision: str
     sampler: CropSampler
-    val_images: list[torch.Tensor]
+    val_images: list[torch.Tensor]  # for a temporal arch: the first frame of each validation clip (the grid)
+    val_clips: list[list[torch.Tensor]]  # temporal arch only: validation sequences (1-frame ones for images)
     vgg: nn.Module | None
     schedule: tuple
     val_condition: Condition | None
@@ -192,6 +217,14 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
         raise VsrError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if cfg.content not in ("mse", "vgg"):
         raise VsrError(f"--content {cfg.content!r}: choose mse or vgg")
+    if cfg.arch not in ARCHS:
+        raise VsrError(f"--arch {cfg.arch!r}: choose one of {', '.join(ARCHS)}")
+    temporal = cfg.arch in TEMPORAL_ARCHS
+    if temporal and cfg.seq_len < 2:
+        raise VsrError(f"--seq-len {cfg.seq_len}: {cfg.arch} trains on sequences of at least 2 frames")
+    if not temporal and cfg.seq_len != 1:
+        raise VsrError(f"--seq-len {cfg.seq_len}: {cfg.arch} trains on single crops; --seq-len is for "
+                       f"{', '.join(TEMPORAL_ARCHS)}")
     for name in ("batch_size", "crop", "log_every", "ckpt_every"):
         if getattr(cfg, name) < 1:
             raise VsrError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
@@ -210,19 +243,27 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     shard = paths[ddp.rank :: ddp.world]
     if not shard:
         raise DataError(f"{len(paths)} training images cannot feed {ddp.world} ranks")
-    sampler = CropSampler(load_images(shard, min_size=cfg.crop + degradation.margin), crop=cfg.crop, device=device,
-                          degradation=degradation)
-    val_images = load_images(list_images([cfg.val])) if cfg.val and ddp.main else []
+    if temporal:
+        motion = Motion(shift=cfg.motion)
+        sampler = SequenceSampler(load_images(shard, min_size=motion.min_size(cfg.crop, cfg.seq_len)), crop=cfg.crop,
+                                  frames=cfg.seq_len, motion=motion, device=device, degradation=degradation)
+    else:
+        sampler = CropSampler(load_images(shard, min_size=cfg.crop + degradation.margin), crop=cfg.crop,
+                              device=device, degradation=degradation)
+    val_clips = load_val_clips(cfg.val) if temporal and cfg.val and ddp.main else []
+    if temporal:
+        val_images = [clip[0] for clip in val_clips]
+    else:
+        val_images = load_images(list_images([cfg.val])) if cfg.val and ddp.main else []
     vgg = weights_io.load_vgg54(cfg.vgg_weights).to(device) if needs_vgg else None
 
     torch.manual_seed(cfg.seed)
-    gen = SRResNet()
-    if cfg.init:
-        gen.load_state_dict(weights_io.load(cfg.init).model.state_dict())
+    gen = build_generator(cfg.arch, cfg.init)
     gen = gen.to(device).to(memory_format=torch.channels_last).train()
     fused = device.type == "cuda"  # one kernel for the whole Adam update on GPUs
-    run = Run(cfg=cfg, ddp=ddp, device=device, precision=precision, sampler=sampler, val_images=val_images, vgg=vgg,
-              schedule=schedule, val_condition=val_condition, gen=gen, g_train=gen,
+    run = Run(cfg=cfg, ddp=ddp, device=device, precision=precision, sampler=sampler, val_images=val_images,
+              val_clips=val_clips, vgg=vgg, schedule=schedule, val_condition=val_condition, gen=gen,
+              g_train=Unrolled(gen) if temporal else gen,
               opt_g=torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
               scaler_g=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), lr_horizon=cfg.steps)
     if uses_gan(cfg.loss):
@@ -233,12 +274,53 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
         _restore(run, load_checkpoint(run.run_dir), run.run_dir / "checkpoint.pt")
     if ddp.world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        run.g_train = nn.parallel.DistributedDataParallel(gen, device_ids=ids)
+        run.g_train = nn.parallel.DistributedDataParallel(run.g_train, device_ids=ids)
         if run.disc is not None:
             run.d_train = nn.parallel.DistributedDataParallel(run.disc, device_ids=ids)
     if cfg.compile:
         run.g_train = torch.compile(run.g_train)
     return run
+
+
+def build_generator(arch: str, init: str | None = None) -> nn.Module:
+    """The generator of ``arch`` (default sizes), randomly initialised or from the weights ``init``. A recurrent
+    one starts from an SRResNet file through ``from_srresnet`` (temporal conv at zero: it computes the SRResNet
+    exactly), or from a recurrent file as it is."""
+    if arch == "srresnet":
+        gen: nn.Module = SRResNet()
+        if init:
+            loaded = weights_io.load(init)
+            _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
+        return gen
+    if not init:
+        return RecurrentSRResNet()
+    loaded = weights_io.load(init)
+    if loaded.descriptor.arch != "srresnet":
+        gen = RecurrentSRResNet()
+        _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
+        return gen
+    gen = from_srresnet(loaded.model)
+    if gen.arch_kwargs != weights_io.RECURRENT_PARAMS:
+        raise WeightsError(f"{loaded.path}: an SRResNet of {loaded.descriptor.params}; {arch} trains with "
+                           f"{weights_io.RECURRENT_PARAMS}")
+    return gen
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: does not match {what} ({str(exc).strip().splitlines()[0]})") from None
+
+
+def load_val_clips(folder: str | Path) -> list[list[torch.Tensor]]:
+    """Validation sequences: each sub-folder of images is one clip (frames in name order), as Vid4's GT/; a
+    folder of images alone gives one 1-frame clip per image."""
+    folder = Path(folder)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if subs:
+        return [load_images(list_images([sub])) for sub in subs]
+    return [[img] for img in load_images(list_images([folder]))]
 
 
 def _restore(run: Run, ck: dict[str, Any], path: Path) -> None:
@@ -271,6 +353,8 @@ def train_step(run: Run, lr_img: torch.Tensor, hr_img: torch.Tensor, w_mse: floa
         disc.requires_grad_(False)
     with autocast(device, precision):
         sr = run.g_train(lr_img)
+    if sr.dim() == 5:  # (N, T, ...) sequences of a temporal generator: every frame counts, as a batch of N*T
+        sr, hr_img = sr.flatten(0, 1), hr_img.flatten(0, 1)
     terms: dict[str, torch.Tensor] = {"pixel_mse": F.mse_loss(sr.float(), hr_img)}
     total = w_mse * terms["pixel_mse"]
     if w_vgg:
@@ -428,7 +512,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 lr_img, hr_img = run.sampler.sample_ahead(
                     cfg.batch_size, step_seed(cfg.seed, ddp.rank, run.step),
                     step_seed(cfg.seed, ddp.rank, run.step + 1) if run.step + 1 < cfg.steps else None)
-                lr_img = lr_img.contiguous(memory_format=torch.channels_last)
+                if lr_img.dim() == 4:
+                    lr_img = lr_img.contiguous(memory_format=torch.channels_last)
                 w_mse, w_vgg = content_weights(cfg.loss, run.step + 1, content=cfg.content, schedule=run.schedule)
                 log.add(train_step(run, lr_img, hr_img, w_mse, w_vgg))
                 run.step += 1
@@ -438,11 +523,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 if ddp.main and (step % cfg.log_every == 0 or val_now or step == cfg.steps):
                     val = val_deg = None
                     if (val_now or step == cfg.steps) and run.val_images:
-                        val = last_val = validate(weights_io.unwrap(run.gen), run.val_images, device=device, precision=precision)
+                        val = last_val = _validate(run)
                         if run.val_condition is not None:
-                            val_deg = (run.val_condition.label,
-                                       validate(weights_io.unwrap(run.gen), run.val_images, device=device, precision=precision,
-                                                condition=run.val_condition))
+                            val_deg = (run.val_condition.label, _validate(run, run.val_condition))
                         run.gen.train()
                     log.row(step, lr=lr_now, w_mse=w_mse, w_vgg=w_vgg, seconds=time.time() - t0, val_psnr=val,
                             val_deg=val_deg)
@@ -470,6 +553,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
     if not in_sync:
         raise VsrError("the ranks ended with different generator weights (DDP out of sync)")
     return run.run_dir
+
+
+def _validate(run: Run, condition: Condition | None = None) -> float:
+    """Validation Y-PSNR: on the clips (in order) for a temporal generator, else on the images."""
+    gen = weights_io.unwrap(run.gen)
+    if run.val_clips:
+        return validate_clips(gen, run.val_clips, device=run.device, precision=run.precision, condition=condition)
+    return validate(gen, run.val_images, device=run.device, precision=run.precision, condition=condition)
 
 
 def _write_pictures(run_dir: Path, gen: nn.Module, val_images: list[torch.Tensor], device: torch.device,
@@ -523,11 +614,14 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     """Write the inference-only generator of a run's checkpoint (or of its snapshot at ``step``), with its
     config as metadata."""
     ck = load_checkpoint(run_dir) if step is None else load_snapshot(run_dir, step)
-    model = SRResNet()
+    arch = ck["config"].get("arch", "srresnet") if isinstance(ck["config"], dict) else "srresnet"
+    if arch not in ARCHS:
+        raise WeightsError(f"{run_dir}: its generator is a {arch!r}, which this vsr does not know")
+    model = SRResNet() if arch == "srresnet" else RecurrentSRResNet()
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:
-        raise WeightsError(f"{run_dir}: its generator does not match SRResNet ({str(exc).splitlines()[0]})") from None
+        raise WeightsError(f"{run_dir}: its generator does not match {arch} ({str(exc).splitlines()[0]})") from None
     meta = {"name": name, "steps": int(ck["step"]), "train_config": ck["config"],
             "degradation": ck.get("degradation", {"name": "bi"}), **(extra_meta or {})}
     return weights_io.save(model, out, meta=meta, half=half)

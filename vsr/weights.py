@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 FORMAT = "vsr-weights-v1"
 WEIGHTS_DIR = Path(os.environ.get("VSR_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 SRRESNET_PARAMS = {"num_blocks": 16, "channels": 64, "scale": 4}
+RECURRENT_PARAMS = SRRESNET_PARAMS | {"hidden": 32, "temporal_kernel": 3}
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class ModelDescriptor:
     ``input_range`` / ``output_range``: the values the network takes and gives for black..white;
     ``size_multiple``: input height and width are padded up to a multiple of it (and the output cropped);
     ``tiling``: whether the network may run on overlapping tiles (false for anything with global context);
-    ``activation_elements``: peak activation elements per input pixel, for the memory budget.
+    ``activation_elements``: peak activation elements per input pixel, for the memory budget;
+    ``temporal``: the network takes frames in order and carries a state (``forward(lr, state) -> (sr, state)``,
+    run by ``Upscaler.upscale_stream``) instead of mapping one image to one image.
     """
 
     arch: str
@@ -54,6 +57,7 @@ class ModelDescriptor:
     num_parameters: int = 0
     source: str = "vsr"  # vsr (our own format) or spandrel (a community model file)
     purpose: str = "SR"  # SR, or Restoration for 1x models (denoisers, deblockers, ...)
+    temporal: bool = False
 
     def build(self) -> nn.Module:
         """A randomly initialised instance of the architecture."""
@@ -67,24 +71,35 @@ class ModelDescriptor:
             raise WeightsError(f"{self.arch}({self.params}): {exc}") from None
 
 
+KNOWN_ARCHS = ("srresnet", "recurrent-srresnet")
+
+
 def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
     """The descriptor of a known architecture with these keyword arguments."""
-    if arch != "srresnet":
-        raise WeightsError(f"unknown architecture {arch!r} (known: srresnet)")
-    params = SRRESNET_PARAMS | dict(params)
+    if arch not in KNOWN_ARCHS:
+        raise WeightsError(f"unknown architecture {arch!r} (known: {', '.join(KNOWN_ARCHS)})")
+    params = (SRRESNET_PARAMS if arch == "srresnet" else RECURRENT_PARAMS) | dict(params)
+    channels, scale = int(params["channels"]), int(params["scale"])
     # SRResNet's peak: about three ``channels``-wide maps alive at the output resolution
-    return ModelDescriptor(arch=arch, scale=int(params["scale"]), params=params,
-                           activation_elements=3 * int(params["channels"]) * int(params["scale"]) ** 2)
+    peak = 3 * channels * scale**2
+    if arch == "srresnet":
+        return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak)
+    # the recurrent one adds its state and the temporal conv's input at LR size; its state spans whole frames
+    state = 3 + 3 * scale**2 + int(params["hidden"])
+    return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * state + channels,
+                           tiling=False, temporal=True)
 
 
 def describe_model(model: nn.Module) -> ModelDescriptor:
-    """The descriptor of a model instance: exact for an ``SRResNet``; for any other module (test stand-ins,
-    benchmarks' baselines) the SRResNet contract with its ``scale`` attribute (default 4)."""
-    from vsr.models import SRResNet
+    """The descriptor of a model instance: exact for an ``SRResNet`` or ``RecurrentSRResNet``; for any other
+    module (test stand-ins, benchmarks' baselines) the SRResNet contract with its ``scale`` attribute (default 4)."""
+    from vsr.models import RecurrentSRResNet, SRResNet
 
     if isinstance(model, SRResNet):
         params = {"num_blocks": len(model.blocks), "channels": model.head[0].out_channels, "scale": model.scale}
         return describe("srresnet", params)
+    if isinstance(model, RecurrentSRResNet):
+        return describe("recurrent-srresnet", model.arch_kwargs)
     return ModelDescriptor(arch=type(model).__name__, scale=int(getattr(model, "scale", 4)))
 
 

@@ -24,6 +24,8 @@ def _describe(name: str, loaded) -> list[str]:  # noqa: ANN001  (LoadedWeights; 
              f"purpose {d.purpose}",
              f"  precisions: {', '.join(d.precisions)}; tiling: {'allowed' if d.tiling else 'no (needs whole frames)'}"
              + (f"; input {', '.join(size)}" if size else "")]
+    if d.temporal:
+        lines.append("  temporal: yes (frames in order, a state carried from frame to frame; reset at scene cuts)")
     if loaded.meta.get("tags"):
         lines.append(f"  tags: {', '.join(map(str, loaded.meta['tags']))}")
     if d.source != "vsr":

@@ -26,6 +26,13 @@ class Loss(str, Enum):
     perpix = "perpix"
 
 
+class Arch(str, Enum):
+    """``vsr.trainer.ARCHS``."""
+
+    srresnet = "srresnet"
+    recurrent_srresnet = "recurrent-srresnet"
+
+
 class Content(str, Enum):
     mse = "mse"
     vgg = "vgg"
@@ -43,7 +50,10 @@ def run(
     ctx: typer.Context,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Folder of HR training images (repeat for several).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint.pt, log.csv, curves.png, grid.png.")] = Path(DEFAULTS.out),
-    val: Annotated[Optional[Path], typer.Option(help="Folder of HR validation images (Y-PSNR, 4-px crop).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Folder of HR validation images (Y-PSNR, 4-px crop); for a temporal --arch also a folder of clip folders (e.g. vid4/GT), frames in order.")] = None,
+    arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames) or recurrent-srresnet (streaming, trained on synthetic sequences from the images; --init srresnet-mse warm-starts it exactly).")] = Arch(DEFAULTS.arch),
+    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per training sequence of a temporal --arch (default 5; at least 2).")] = None,
+    motion: Annotated[float, typer.Option(min=0, help="Temporal --arch: the camera's largest shift per frame along each axis, in HR px.")] = DEFAULTS.motion,
     loss: Annotated[Loss, typer.Option(help="Generator loss.")] = Loss(DEFAULTS.loss),
     content: Annotated[Content, typer.Option(help="Content loss of --loss gan.")] = Content(DEFAULTS.content),
     adv_weight: Annotated[float, typer.Option(min=0, help="Weight of the adversarial loss (gan, perpix).")] = DEFAULTS.adv_weight,
@@ -83,7 +93,10 @@ def run(
         else:
             if not data:
                 raise VsrError("give at least one --data folder of HR training images")
-            cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), loss=loss.value,
+            temporal = arch is not Arch.srresnet
+            cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), arch=arch.value,
+                              seq_len=(5 if temporal else 1) if seq_len is None else seq_len, motion=motion,
+                              loss=loss.value,
                               content=content.value, adv_weight=adv_weight, perpix_schedule=perpix_schedule,
                               vgg_weights=str(vgg_weights), init=init, degradation=degradation,
                               val_degradation=val_degradation, steps=DEFAULTS.steps if steps is None else steps,

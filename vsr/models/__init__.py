@@ -1,8 +1,9 @@
 """Network definitions only."""
 from vsr.models.discriminator import Discriminator
+from vsr.models.recurrent import RecurrentSRResNet
 from vsr.models.srresnet import SRResNet, count_parameters
 from vsr.models.vgg import VGG54
 
-ARCHITECTURES = {"srresnet": SRResNet}
+ARCHITECTURES = {"srresnet": SRResNet, "recurrent-srresnet": RecurrentSRResNet}
 
-__all__ = ["ARCHITECTURES", "Discriminator", "SRResNet", "VGG54", "count_parameters"]
+__all__ = ["ARCHITECTURES", "Discriminator", "RecurrentSRResNet", "SRResNet", "VGG54", "count_parameters"]

@@ -12,6 +12,7 @@ Three exact rewrites (equal up to floating-point rounding), measured on a 2-core
    outputs is one colour at one of the four sub-pixel phases), followed by a 12->3 PixelShuffle.
    Output channels are zero-padded to 16, a shape oneDNN and cuDNN run well, and sliced back.
 
+A ``RecurrentSRResNet`` keeps its temporal convs and runs its SRResNet core through the same rewrite.
 Training keeps using ``SRResNet``; only callers that run a frozen model (``Upscaler``) use this.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsr.models.recurrent import RecurrentSRResNet
 from vsr.models.srresnet import ResidualBlock, SRResNet
 
 _PAD_OUT_TO = 16
@@ -119,13 +121,26 @@ class FusedSRResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(x)
-        t = self.upsample(self.trunk_end(self.blocks(head)) + head)
-        t = self.last_act(self.last_conv(t))
+        return self.decode(self.trunk_end(self.blocks(head)) + head)
+
+    def decode(self, trunk: torch.Tensor) -> torch.Tensor:
+        """``SRResNet.decode``: trunk features -> RGB, through the rewritten last stage and tail."""
+        t = self.last_act(self.last_conv(self.upsample(trunk)))
         return F.pixel_shuffle(self.tail(t)[:, : self.out_channels], self.factor)
 
 
+def fuse_recurrent(model: RecurrentSRResNet) -> RecurrentSRResNet:
+    """A copy of a recurrent generator whose SRResNet core is a ``FusedSRResNet`` (same forward and state)."""
+    fused = copy.deepcopy(model)
+    fused.core = FusedSRResNet(model.core)
+    return fused.to(next(model.parameters()).device).eval()
+
+
 def fuse_for_inference(model: nn.Module) -> nn.Module:
-    """``FusedSRResNet`` for an ``SRResNet`` (a copy; ``model`` is untouched); any other model as is."""
+    """``FusedSRResNet`` for an ``SRResNet``, a recurrent generator with a fused core (copies; ``model`` is
+    untouched); any other model as is."""
     if isinstance(model, SRResNet):
         return FusedSRResNet(model).to(next(model.parameters()).device)
+    if isinstance(model, RecurrentSRResNet):
+        return fuse_recurrent(model)
     return model

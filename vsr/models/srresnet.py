@@ -56,7 +56,10 @@ class SRResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(x)
-        trunk = self.trunk_end(self.blocks(head)) + head
+        return self.decode(self.trunk_end(self.blocks(head)) + head)
+
+    def decode(self, trunk: torch.Tensor) -> torch.Tensor:
+        """The x``scale`` stages and the final conv: trunk features (after the long skip) -> RGB."""
         return self.tail(self.upsample(trunk))
 
 

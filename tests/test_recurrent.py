@@ -1,0 +1,212 @@
+"""The recurrent generator: step 0 is SRResNet exactly, streaming through the Upscaler equals a reference loop,
+chunks with the state passed along change nothing, scene cuts and size changes reset, and the weights file
+says it is temporal."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clips import frame_image
+from conftest import tiny_model
+from typer.testing import CliRunner
+
+from vsr.cli import app
+from vsr.errors import VsrError
+from vsr.inference import Upscaler
+from vsr.models.fused import fuse_for_inference
+from vsr.models.recurrent import RecurrentSRResNet, Unrolled, from_srresnet, reset_where, scene_cut
+from vsr.weights import SHIPPED, load, save
+
+CPU = torch.device("cpu")
+
+
+def _temporal(seed: int = 0) -> RecurrentSRResNet:
+    """A tiny recurrent model whose temporal conv is not zero, so that the state changes the output."""
+    rec = from_srresnet(tiny_model(seed)).eval()
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        rec.temporal.weight.normal_(0.0, 0.05)
+        rec.temporal.bias.normal_(0.0, 0.05)
+    return rec
+
+
+def _clip(n_frames: int, w: int = 11, h: int = 9, shift: int = 0) -> np.ndarray:
+    """(T, H, W, 3) uint8: a window panning one pixel a frame over a smooth pattern (no scene cut in it)."""
+    world = frame_image(shift, w + n_frames, h + n_frames)
+    return np.stack([world[i:i + h, i:i + w] for i in range(n_frames)])
+
+
+def _other_clip(n_frames: int, w: int = 11, h: int = 9) -> np.ndarray:
+    """Different content: a dark, inverted, transposed version of the pattern (far away in luma histogram)."""
+    big = _clip(n_frames, h, w)
+    return (255 - big.transpose(0, 2, 1, 3)) // 4
+
+
+def _reference(model: RecurrentSRResNet, clips: np.ndarray) -> np.ndarray:
+    """The whole-sequence loop in float: (N, T, H, W, 3) uint8 -> (N, T, 4H, 4W, 3) uint8."""
+    x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 255.0
+    with torch.no_grad():
+        y = Unrolled(model)(x)
+    return ((y + 1) / 2).clamp(0, 1).mul(255).round().permute(0, 1, 3, 4, 2).to(torch.uint8).numpy()
+
+
+def _stream(up: Upscaler, clips: np.ndarray, state=None, **kw) -> tuple[np.ndarray, tuple]:
+    outs = []
+    for t in range(clips.shape[1]):
+        out, state = up.upscale_stream(clips[:, t], state, **kw)
+        outs.append(out)
+    return np.stack(outs, axis=1), state
+
+
+def test_from_srresnet_equals_srresnet_on_every_frame():
+    base = tiny_model(3)
+    rec = from_srresnet(base).eval()
+    frames = torch.rand(5, 2, 3, 9, 13)  # unrelated frames: the state differs at every step
+    state = None
+    with torch.no_grad():
+        for x in frames:
+            out, state = rec(x, state)
+            assert torch.equal(out, base(x))
+    moved = _temporal(3)  # the negative control: a trained temporal conv does change the output
+    with torch.no_grad():
+        out, state = moved(frames[0], None)
+        assert (moved(frames[1], state)[0] - base(frames[1])).abs().max() > 1e-3
+    ups = (Upscaler(base, device=CPU), Upscaler(rec, device=CPU))  # both fused, as vsr runs them
+    clip = _clip(4)
+    np.testing.assert_array_equal(_stream(ups[1], clip[None])[0][0], ups[0].upscale(clip))
+
+
+@pytest.mark.skipif(not SHIPPED["srresnet-mse"].path.is_file(), reason="shipped weights not present")
+def test_warm_start_from_the_shipped_srresnet_mse_is_exact():
+    base = load("srresnet-mse").model
+    rec = from_srresnet(base).eval()
+    clip = torch.from_numpy(_clip(3, 24, 20)).permute(0, 3, 1, 2).float()[:, None] / 255.0
+    state = None
+    with torch.no_grad():
+        for x in clip:
+            out, state = rec(x, state)
+            assert (out - base(x)).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_streaming_equals_the_whole_sequence_loop(fuse: bool):
+    model = _temporal()
+    clips = np.stack([_clip(6), _clip(6, shift=40)])  # two independent streams
+    for clip in clips:
+        x = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+        assert not scene_cut(x[:-1], x[1:]).any()  # no cut between consecutive frames
+    ref = _reference(model, clips)
+    got, _ = _stream(Upscaler(model, device=CPU, fuse=fuse), clips)
+    diff = np.abs(got.astype(int) - ref).max()
+    assert diff == 0 if not fuse else diff <= 1  # the fused core may round the last 1e-6 differently
+    # the state matters: frame by frame without it (every frame a fresh start) is not the same
+    fresh = np.stack([Upscaler(model, device=CPU, fuse=fuse).upscale_stream(clips[:, t], None)[0]
+                      for t in range(6)], axis=1)
+    assert np.abs(fresh[:, 1:].astype(int) - ref[:, 1:]).max() > 2
+
+
+@pytest.mark.parametrize("splits", [(1, 6), (3, 4), (2, 3, 2)])
+def test_chunks_with_the_state_passed_along_give_identical_outputs(splits: tuple[int, ...]):
+    model = _temporal(1)
+    clips = np.stack([_clip(7), _clip(7, shift=9)])
+    whole, _ = _stream(Upscaler(model, device=CPU), clips)
+    parts, state, t = [], None, 0
+    for k in splits:
+        up = Upscaler(model, device=CPU)  # a new upscaler per chunk: all that carries over is the state
+        out, state = _stream(up, clips[:, t:t + k], state)
+        parts.append(out)
+        t += k
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1)[:, :t], whole[:, :t])
+
+
+def test_streams_in_one_call_equal_streams_run_apart():
+    model = _temporal(2)
+    clips = np.stack([_clip(4), _clip(4, shift=17), _clip(4, shift=33)])
+    together, _ = _stream(Upscaler(model, device=CPU, fuse=False), clips)
+    one_per_call, _ = _stream(Upscaler(model, device=CPU, fuse=False, max_pixels=11 * 9), clips)  # 1 stream a call
+    apart = np.concatenate([_stream(Upscaler(model, device=CPU, fuse=False), clips[i:i + 1])[0] for i in range(3)])
+    assert np.abs(one_per_call.astype(int) - together).max() <= 1
+    assert np.abs(apart.astype(int) - together).max() <= 1
+
+
+def test_a_scene_cut_restarts_the_stream():
+    model = _temporal(4)
+    a, b = _clip(3), _other_clip(3)
+    seq = np.concatenate([a, b])[None]
+    up = Upscaler(model, device=CPU, fuse=False)
+    got, _ = _stream(up, seq)
+    fresh_b, _ = _stream(up, b[None])
+    np.testing.assert_array_equal(got[:, 3:], fresh_b)
+    blind, _ = _stream(up, seq, detect_cuts=False)  # negative control: without the reset, the old state leaks in
+    assert np.abs(blind[:, 3].astype(int) - fresh_b[:, 0]).max() > 2
+
+
+def test_scene_cut_rule_is_per_stream():
+    a, b = _clip(2, 40, 30), _other_clip(2, 40, 30)
+    t = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    prev = t(np.stack([a[0], a[0]]))
+    now = t(np.stack([a[1], b[0]]))  # stream 0 moves on, stream 1 cuts to other content
+    assert scene_cut(prev, now).tolist() == [False, True]
+    assert scene_cut(prev, now[..., :20]).tolist() == [True, True]  # another size is always a cut
+    model = _temporal()
+    with torch.no_grad():
+        _, state = model(prev, None)
+    reset = reset_where(state, torch.tensor([False, True]), now)
+    fresh = model.initial_state(now)
+    for s, r, f in zip(state, reset, fresh):
+        assert torch.equal(r[0], s[0]) and torch.equal(r[1], f[1])
+
+
+def test_a_new_frame_size_restarts_and_a_wrong_state_is_refused():
+    model = _temporal(5)
+    up = Upscaler(model, device=CPU, fuse=False)
+    _, state = _stream(up, _clip(2)[None])
+    other = _clip(2, 13, 10)[None]
+    got, _ = _stream(up, other, state)
+    np.testing.assert_array_equal(got, _stream(up, other)[0])
+    with pytest.raises(ValueError, match="holds 1 stream"):
+        up.upscale_stream(np.concatenate([other[:, 0]] * 2), state)
+    with torch.no_grad(), pytest.raises(ValueError, match="start a fresh state"):
+        model(torch.rand(1, 3, 10, 13), state)
+
+
+def test_temporal_models_refuse_the_image_calls_and_tiles():
+    model = _temporal()
+    up = Upscaler(model, device=CPU)
+    with pytest.raises(VsrError, match="upscale_stream"):
+        up.upscale(_clip(1))
+    with pytest.raises(VsrError, match="cannot run on tiles .its state spans whole frames"):
+        Upscaler(model, device=CPU, tile=8)
+    with pytest.raises(VsrError, match="not a temporal model"):
+        Upscaler(tiny_model(), device=CPU).upscale_stream(_clip(1), None)
+
+
+def test_fused_recurrent_matches_and_leaves_the_original_alone():
+    model = _temporal(6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+    assert isinstance(fused, RecurrentSRResNet) and fused is not model
+    x = torch.rand(2, 3, 9, 7)
+    with torch.no_grad():
+        (a, sa), (b, sb) = model(x, None), fused(x, None)
+        assert (a - b).abs().max() < 1e-5
+        assert (model(x, sa)[0] - fused(x, sb)[0]).abs().max() < 1e-5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_weights_file_round_trip_says_temporal(tmp_path: Path):
+    model = _temporal(7)
+    path = save(model, tmp_path / "rec.pt", meta={"name": "rec"})
+    loaded = load(str(path))
+    d = loaded.descriptor
+    assert (d.arch, d.temporal, d.tiling) == ("recurrent-srresnet", True, False)
+    assert d.params == {"num_blocks": 2, "channels": 16, "scale": 4, "hidden": 32, "temporal_kernel": 3}
+    assert isinstance(loaded.model, RecurrentSRResNet)
+    x = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x, None)[0], model(x, None)[0])
+    plain = load(str(save(tiny_model(), tmp_path / "plain.pt", meta={"name": "plain"}))).descriptor
+    assert plain.temporal is False
+    res = CliRunner().invoke(app, ["models", str(path)])
+    assert res.exit_code == 0 and "recurrent-srresnet x4" in res.output and "temporal: yes" in res.output
+    assert "temporal" not in CliRunner().invoke(app, ["models", str(tmp_path / "plain.pt")]).output

@@ -1,0 +1,138 @@
+"""A causal recurrent x4 generator (RRN-style implicit alignment, no optical flow) built on SRResNet's parts.
+
+One frame in, one frame out: ``forward(lr, state) -> (sr, new_state)``. The previous LR frame, the previous
+output (pixel-unshuffled to LR size) and a hidden map enter through one zero-initialised conv added to the
+head conv before its PReLU, so a model made by :func:`from_srresnet` computes exactly the SRResNet it came
+from until it is trained. The state is three tensors at the LR size (bounded memory); ``state=None`` starts
+a stream afresh, :func:`reset_where` restarts chosen streams (at a :func:`scene_cut`, say). Callers decide
+when to reset; ``forward`` never does on its own, so a training unroll and an inference stream agree.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsr.models.srresnet import SRResNet
+
+# The state: (previous LR input (N, 3, H, W), previous output clamped to [-1, 1] and pixel-unshuffled
+# (N, 3 * scale**2, H, W), hidden map (N, hidden, H, W) in [-1, 1]); a fresh one is (lr, 0, 0).
+State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+CUT_BINS = 32
+# Histogram distance (0: same luma histogram, 1: disjoint) above which a cut is declared. On Vid4 (BIx4) the
+# largest step between consecutive frames is 0.024; between the last frame of foliage and the first of walk
+# (the two most alike clips) it is 0.36.
+CUT_THRESHOLD = 0.2
+
+
+class RecurrentSRResNet(nn.Module):
+    """x``scale`` streaming generator. Input: RGB in [0, 1] and a state. Output: RGB in [-1, 1] and the next state.
+
+    ``core`` is an SRResNet (the same names and tensors as a plain one, under ``core.``); ``temporal`` is
+    the zero-initialised conv that reads the state; ``to_hidden`` makes the next hidden map from the trunk.
+    """
+
+    def __init__(self, *, num_blocks: int = 16, channels: int = 64, scale: int = 4, hidden: int = 32,
+                 temporal_kernel: int = 3) -> None:
+        super().__init__()
+        if hidden < 1 or temporal_kernel < 1 or temporal_kernel % 2 == 0:
+            raise ValueError(f"hidden must be >= 1 and temporal_kernel odd, got {hidden} and {temporal_kernel}")
+        self.core = SRResNet(num_blocks=num_blocks, channels=channels, scale=scale)
+        self.scale, self.hidden = scale, hidden
+        self.state_channels = (3, 3 * scale * scale, hidden)
+        self.temporal = nn.Conv2d(sum(self.state_channels), channels, temporal_kernel, padding=temporal_kernel // 2)
+        self.to_hidden = nn.Conv2d(channels, hidden, 3, padding=1)
+        nn.init.zeros_(self.temporal.weight)
+        nn.init.zeros_(self.temporal.bias)
+
+    @property
+    def arch_kwargs(self) -> dict[str, int]:
+        """The constructor's keyword arguments (what a weights file records)."""
+        return {"num_blocks": len(self.core.blocks), "channels": self.core.head[0].out_channels, "scale": self.scale,
+                "hidden": self.hidden, "temporal_kernel": self.temporal.kernel_size[0]}
+
+    def initial_state(self, lr: torch.Tensor) -> State:
+        """The state of a fresh start at ``lr``: no motion, no previous output, an empty hidden map."""
+        n, _, h, w = lr.shape
+        zeros = lr.new_zeros(n, sum(self.state_channels[1:]), h, w)
+        return lr, zeros[:, : self.state_channels[1]], zeros[:, self.state_channels[1]:]
+
+    def check_state(self, state: State, lr: torch.Tensor) -> None:
+        """A ValueError unless ``state`` is this model's state for frames shaped like ``lr``."""
+        if not isinstance(state, tuple) or len(state) != 3 or not all(isinstance(s, torch.Tensor) for s in state):
+            raise ValueError("state must be the (prev_lr, prev_out, hidden) tuple a previous call returned, or None")
+        n, _, h, w = lr.shape
+        got = [tuple(s.shape) for s in state]
+        want = [(n, c, h, w) for c in self.state_channels]
+        if got != want:
+            raise ValueError(f"state shapes {got} do not fit {n} stream(s) of {w}x{h} frames (expected {want}); "
+                             "start a fresh state (None) when the frame size or the number of streams changes")
+
+    def forward(self, lr: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``lr`` (N, 3, H, W) in [0, 1], N independent streams -> ((N, 3, sH, sW) in [-1, 1], the next state)."""
+        if state is None:
+            state = self.initial_state(lr)
+        self.check_state(state, lr)
+        memory = torch.cat([s.to(lr.dtype) for s in state], dim=1)
+        core = self.core
+        head = core.head[1](core.head[0](lr) + self.temporal(memory))
+        trunk = core.trunk_end(core.blocks(head)) + head
+        out = core.decode(trunk)
+        new_state = (lr, F.pixel_unshuffle(out.clamp(-1.0, 1.0), self.scale), torch.tanh(self.to_hidden(trunk)))
+        return out, new_state
+
+
+class Unrolled(nn.Module):
+    """A recurrent generator over whole sequences from a fresh state: (N, T, 3, H, W) -> (N, T, 3, sH, sW).
+
+    One module call per sequence, so DDP and ``torch.compile`` see one forward per backward."""
+
+    def __init__(self, model: RecurrentSRResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        state = None
+        outs = []
+        for t in range(frames.shape[1]):
+            out, state = self.model(frames[:, t], state)
+            outs.append(out)
+        return torch.stack(outs, dim=1)
+
+
+def from_srresnet(model: SRResNet, *, hidden: int = 32, temporal_kernel: int = 3) -> RecurrentSRResNet:
+    """A recurrent generator that computes exactly ``model`` (its tensors copied; the temporal conv at zero)."""
+    if not isinstance(model, SRResNet):
+        raise TypeError(f"from_srresnet needs an SRResNet, got {type(model).__name__}")
+    rec = RecurrentSRResNet(num_blocks=len(model.blocks), channels=model.head[0].out_channels, scale=model.scale,
+                            hidden=hidden, temporal_kernel=temporal_kernel)
+    rec.core.load_state_dict(model.state_dict())
+    return rec.to(next(model.parameters()).device).train(model.training)
+
+
+def _luma_histograms(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> (N, CUT_BINS) normalised histograms of BT.601 luma."""
+    y = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).float().flatten(1)
+    idx = (y.clamp(0.0, 1.0) * CUT_BINS).long().clamp_(max=CUT_BINS - 1)
+    hist = torch.zeros(x.shape[0], CUT_BINS, device=x.device).scatter_add_(1, idx, torch.ones_like(y))
+    return hist / y.shape[1]
+
+
+def scene_cut(prev_lr: torch.Tensor, lr: torch.Tensor, threshold: float = CUT_THRESHOLD) -> torch.Tensor:
+    """Per stream: is ``lr`` a new shot after ``prev_lr``? (N,) bool. The rule, in one place: the total-variation
+    distance between the two frames' 32-bin luma histograms exceeds ``threshold``. Histograms ignore motion, so
+    a panning or zooming shot stays one shot; a jump to other content moves the histogram.
+    Frames of different sizes are always a cut."""
+    if prev_lr.shape != lr.shape:
+        return torch.ones(lr.shape[0], dtype=torch.bool, device=lr.device)
+    dist = 0.5 * (_luma_histograms(prev_lr) - _luma_histograms(lr)).abs().sum(dim=1)
+    return dist > threshold
+
+
+def reset_where(state: State, mask: torch.Tensor, lr: torch.Tensor) -> State:
+    """``state`` with the streams where ``mask`` (N,) is true restarted at ``lr`` (as ``state=None`` would)."""
+    prev_lr, prev_out, hidden = state
+    m = mask.to(lr.device).view(-1, 1, 1, 1)
+    return (torch.where(m, lr.to(prev_lr.dtype), prev_lr), torch.where(m, torch.zeros_like(prev_out), prev_out),
+            torch.where(m, torch.zeros_like(hidden), hidden))
