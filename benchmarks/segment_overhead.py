@@ -24,7 +24,7 @@ import torch
 from vsr.atomic import atomic_output
 from vsr.device import resolve_device, resolve_precision
 from vsr.inference import Upscaler
-from vsr.pipeline import Engine, _Pump
+from vsr.pipeline import Engine, _ModelStream, _Pump
 from vsr.video import ContainerCaps, Frame, VideoReader, VideoWriter, plan_output
 from vsr.weights import DEFAULT_WEIGHTS, load
 
@@ -36,7 +36,7 @@ def direct(engine: Engine, src: Path, dst: Path) -> dict[str, float]:
         plan = plan_output(reader.info, ContainerCaps.for_path(dst), scale=engine.upscaler.scale,
                            settings=engine.settings)
         batch_size = engine.batch_for(reader.info.height, reader.info.width)
-        target = engine.output_target(plan)
+        stream = _ModelStream(engine, engine.output_target(plan))
         with atomic_output(dst) as tmp, VideoWriter(tmp, plan, reader.sources) as writer, \
                 _Pump(reader, writer, depth=2 * batch_size + 2, progress=None) as pump:
             batch: list[Frame] = []
@@ -46,10 +46,10 @@ def direct(engine: Engine, src: Path, dst: Path) -> dict[str, float]:
                     continue
                 batch.append(item)
                 if len(batch) >= batch_size:
-                    for f in engine._infer(batch, target):
+                    for f in stream.frames(batch):
                         pump.send(f)
                     batch = []
-            for f in engine._infer(batch, target) if batch else ():
+            for f in stream.frames(batch) if batch else ():
                 pump.send(f)
             pump.drain()
             writer.finish()

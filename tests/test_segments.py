@@ -220,3 +220,47 @@ def test_a_seek_that_lands_after_the_frame_falls_back_to_the_beginning(tmp_path:
         got = list(r.frames_between(whole[9].pts, None, first_index=9))
     assert [f.pts for f in got] == [f.pts for f in whole[9:]]
     assert all((a.image == b.image).all() for a, b in zip(got, whole[9:]))
+
+
+def _temporal_engine(seconds: float, *, batch: int = 3) -> Engine:
+    """A tiny random recurrent model whose temporal weights are not zero, so its state changes the pictures."""
+    from vsr.models.recurrent import from_srresnet
+
+    torch.manual_seed(0)
+    model = from_srresnet(tiny_model())
+    with torch.no_grad():
+        model.temporal.weight.normal_(0, 0.05)
+    up = Upscaler(model, device=torch.device("cpu"), precision="fp32")
+    return Engine(up, batch_size=batch, segment_seconds=seconds,
+                  settings=EncodeSettings(codec="ffv1", pix_fmt="bgr0"))  # lossless RGB: exact pictures
+
+
+def test_a_temporal_model_streams_each_segment_from_its_warm_up_frames(tmp_path: Path):
+    """Each segment's pictures are those of a fresh stream started ``warmup`` frames before it, whatever the batch
+    size; the state is carried across batches (one segment differs from per-segment streams)."""
+    from vsr.video import VideoReader
+
+    src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio="aac")
+    with VideoReader(src) as r:
+        lr = [f.image for f in r if not isinstance(f, av.Packet)]
+    engine = _temporal_engine(0.75)
+    res = engine.upscale_video(src, tmp_path / "out.mkv")
+    assert res.frames_out == 40 and packets(tmp_path / "out.mkv", "audio") != []
+    got = pictures(tmp_path / "out.mkv")
+    segs = plan_segments(list(range(40)), Fraction(12), 0.75, warmup=engine.warmup_frames)
+    assert [s.warmup for s in segs] == [0, 5, 5, 5, 5]
+
+    def stream(frames: list[np.ndarray]) -> list[np.ndarray]:
+        state, out = None, []
+        for f in frames:
+            y, state = engine.upscaler.upscale_stream(f[None], state)
+            out.append(y[0])
+        return out
+
+    for s in segs:
+        first = s.first_frame - s.warmup
+        want = stream(lr[first: s.first_frame + s.frames])[s.warmup:]
+        assert all((a == b).all() for a, b in zip(got[s.first_frame: s.first_frame + s.frames], want, strict=True))
+    one = _temporal_engine(0, batch=1).upscale_frames(lr)  # one stream over the whole clip, in batches of 1 ...
+    assert all((a == b).all() for a, b in zip(one, stream(lr), strict=True))  # ... equals the frame loop
+    assert not all((a == b).all() for a, b in zip(got[9:], stream(lr)[9:]))  # (the warm-up starts are real)

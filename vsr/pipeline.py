@@ -228,6 +228,32 @@ class VideoJob:
         return SegmentTask(self.src, self.dst, self.plan, segment)
 
 
+class _ModelStream:
+    """Frames through the engine's model, batch after batch in order: a single-frame model takes each batch in
+    one call; a temporal one takes its frames one at a time, its state carried across the batches."""
+
+    def __init__(self, engine: Engine, yuv: Yuv420 | None) -> None:
+        self.upscaler, self.yuv, self.temporal = engine.upscaler, yuv, engine.temporal
+        self.state: Any = None
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if not self.temporal:
+            return list(self.upscaler.upscale(np.stack(images), yuv=self.yuv))
+        out = []
+        for image in images:
+            up, self.state = self.upscaler.upscale_stream(image[None], self.state, yuv=self.yuv)
+            out.append(up[0])
+        return out
+
+    def frames(self, batch: list[Frame]) -> list[Frame]:
+        """The batch's frames upscaled, timing unchanged (as YUV planes where the stream makes them)."""
+        images = self(list(f.image for f in batch))
+        return [replace(f, image=up, pix_fmt="yuv420p" if self.yuv else f.pix_fmt) for f, up in zip(batch, images)]
+
+
+WARMUP_FRAMES = 5  # frames a temporal model sees before a segment (after the first) to build up its state
+
+
 class Engine:
     """Upscales videos, images and folders with one ``Upscaler``."""
 
@@ -246,6 +272,7 @@ class Engine:
         self.queue_frames = queue_frames
         self.notes: list[str] = []  # said once about the set-up (e.g. a precision the model does not support)
         self.segment_seconds = segment_seconds  # input seconds per segment of a video (0: one segment)
+        self.warmup_frames = WARMUP_FRAMES  # for a temporal model (``Segment.warmup``)
         self.model_name = model_name
         self._model_sha: str | None = None
         self.current: VideoJob | None = None  # the video being upscaled (what an interruption leaves to resume)
@@ -260,23 +287,25 @@ class Engine:
         the plan's, where this engine converts on the device."""
         return plan.yuv420 if self.device_colour else None
 
-    def _infer(self, batch: list[Frame], target: Yuv420 | None) -> list[Frame]:
-        """The batch's frames upscaled, timing unchanged; as ``target`` planes if one is given."""
-        images = self.upscale_frames((f.image for f in batch), yuv=target)
-        return [replace(f, image=up, pix_fmt="yuv420p" if target else f.pix_fmt) for f, up in zip(batch, images)]
+    @property
+    def temporal(self) -> bool:
+        """The model carries a state from frame to frame (``Upscaler.upscale_stream``)."""
+        return self.upscaler.descriptor.temporal
 
     def upscale_frames(self, frames: Iterable[np.ndarray], *, yuv: Yuv420 | None = None) -> Iterator[np.ndarray]:
-        """Upscale a sequence of (H, W, 3) frames in batches, in order (frames of another size start a new batch);
-        with ``yuv``, each comes back as YUV 4:2:0 planes (``Upscaler.upscale``)."""
+        """Upscale a sequence of (H, W, 3) frames in order: in batches (frames of another size start a new batch),
+        or, for a temporal model, one at a time with its state carried from a fresh start; with ``yuv``, each comes
+        back as YUV 4:2:0 planes (``Upscaler.upscale``)."""
+        stream = _ModelStream(self, yuv)
         batch: list[np.ndarray] = []
         for frame in frames:
             if batch and (len(batch) >= self.batch_for(*batch[0].shape[:2]) or frame.shape != batch[0].shape
                           or frame.dtype != batch[0].dtype):
-                yield from self.upscaler.upscale(np.stack(batch), yuv=yuv)
+                yield from stream(batch)
                 batch = []
             batch.append(frame)
         if batch:
-            yield from self.upscaler.upscale(np.stack(batch), yuv=yuv)
+            yield from stream(batch)
 
     def upscale_video(self, src: str | Path, dst: str | Path, *, overwrite: bool = False,
                       progress: Progress | None = None, on_start: Callable[[Any, int], None] | None = None,
@@ -318,7 +347,7 @@ class Engine:
                 "colour_on_device": bool(self.output_target(plan)), "format": plan.format_name,
                 "encoder": plan.encoder, "options": dict(plan.options), "pix_fmt": plan.pix_fmt,
                 "time_base": str(plan.time_base), "skip_corrupt": self.skip_corrupt,
-                "segment_seconds": self.segment_seconds}
+                "segment_seconds": self.segment_seconds, "warmup": self.warmup_frames if self.temporal else 0}
 
     def model_identity(self) -> dict[str, Any]:
         """The model's name and the SHA-256 of its tensors (what the work folder of a run records)."""
@@ -342,7 +371,8 @@ class Engine:
             info = reader.info
             plan = plan_output(info, ContainerCaps.for_path(dst), scale=self.upscaler.scale, settings=self.settings)
             times = reader.presentation_times() if self.segment_seconds > 0 else None
-        segments = plan_segments(times, info.fps, self.segment_seconds)
+        segments = plan_segments(times, info.fps, self.segment_seconds,
+                                 warmup=self.warmup_frames if self.temporal else 0)
         batch_size = self.batch_for(info.height, info.width)
         manifest = Manifest(input=input_identity(src), settings=self.identity(plan), model=self.model_identity(),
                             segments=segments, run={"device": str(self.upscaler.device), "batch_size": batch_size})
@@ -370,10 +400,12 @@ class Engine:
         """Decode, upscale and encode one segment into its packet file, then record it as finished."""
         seg, plan = task.segment, task.plan
         work = WorkDir(task.dst)
+        warm = seg.warmup if self.temporal else 0  # frames the model sees first, whose pictures are not kept
         with VideoReader(task.src, skip_corrupt=self.skip_corrupt, video_only=True) as reader:
-            frames = reader.frames_between(seg.start, seg.end, first_index=seg.first_frame)
+            frames = reader.frames_between(seg.warm_start if warm else seg.start, seg.end,
+                                           first_index=seg.first_frame - warm)
             batch_size = self.batch_for(reader.info.height, reader.info.width)
-            target = self.output_target(plan)
+            stream = _ModelStream(self, self.output_target(plan))
             depth = self.queue_frames or 2 * batch_size + 2
             decoded = 0
             with SegmentWriter(work.segment_path(seg.index), plan) as writer, \
@@ -381,13 +413,15 @@ class Engine:
                 batch: list[Frame] = []
                 for item in pump.items():
                     batch.append(item)
-                    decoded += 1
+                    decoded += item.index >= seg.first_frame
                     if len(batch) >= batch_size:
-                        for frame in self._infer(batch, target):
-                            pump.send(frame)
+                        for frame in stream.frames(batch):
+                            if frame.index >= seg.first_frame:
+                                pump.send(frame)
                         batch = []
-                for frame in self._infer(batch, target) if batch else ():
-                    pump.send(frame)
+                for frame in stream.frames(batch) if batch else ():
+                    if frame.index >= seg.first_frame:
+                        pump.send(frame)
                 pump.drain()
                 writer.finish()
                 if writer.frames_written != decoded:

@@ -42,11 +42,14 @@ class Segment:
     frames: int  # as the packets announce (the decoder decides; the done record has the real count)
     start: int | None
     end: int | None
+    warmup: int = 0  # frames before ``first_frame`` a temporal model sees first (their pictures are not kept)
+    warm_start: int | None = None  # the first of them (pts; None: from the beginning)
 
 
-def plan_segments(times: list[int] | None, fps: Fraction, seconds: float) -> list[Segment]:
+def plan_segments(times: list[int] | None, fps: Fraction, seconds: float, *, warmup: int = 0) -> list[Segment]:
     """Cut a video whose frames show at ``times`` into segments of about ``seconds`` (a short tail joins the
-    last one); one segment when ``seconds`` is 0, the times are unknown, or the video is short."""
+    last one); one segment when ``seconds`` is 0, the times are unknown, or the video is short. ``warmup``: the
+    frames a temporal model runs through before each segment (after the first) to build up its state."""
     n = len(times) if times else 0
     per = max(1, round(seconds * float(fps or 25)))
     if seconds <= 0 or times is None or n < 2 * per:
@@ -57,8 +60,10 @@ def plan_segments(times: list[int] | None, fps: Fraction, seconds: float) -> lis
     out = []
     for k, first in enumerate(starts):
         last = starts[k + 1] if k + 1 < len(starts) else n
+        w = min(warmup, first)
         out.append(Segment(k, first, last - first, None if k == 0 else times[first],
-                           times[last] if last < n else None))
+                           times[last] if last < n else None, warmup=w,
+                           warm_start=times[first - w] if w and first - w > 0 else None))
     return out
 
 

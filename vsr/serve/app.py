@@ -96,6 +96,9 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
     """The ASGI app; the batcher and job worker start and stop with the app's lifespan."""
     if cfg.token is not None and not cfg.token.strip():
         raise VsrError("--token is empty: give a real token, or leave the option out to serve without one")
+    if engine.temporal:  # /v1/predict batches unrelated pictures into one model call: no place for a state
+        raise VsrError(f"{engine.upscaler.descriptor.arch} is a temporal model (it carries a state from frame to "
+                       "frame); vsr serve runs single-frame models: use `vsr upscale` for it")
     limits = rq.Limits(max_pixels=cfg.max_pixels, max_batch=cfg.max_batch,
                        max_video_bytes=int(cfg.max_upload_mb * 1024 * 1024))
     Image.MAX_IMAGE_PIXELS = cfg.max_pixels  # Pillow's own bomb check, at our limit (ours runs first)
