@@ -19,7 +19,7 @@ from typing import Any
 from vsr.config import UpscaleConfig
 from vsr.errors import VsrError
 from vsr.images import is_image_path
-from vsr.pipeline import Engine, Progress, Result, SegmentTask, VideoJob
+from vsr.pipeline import Engine, Progress, Result, VideoJob
 
 _POLL_S = 0.2
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from vsr import images
 from vsr import weights as weights_io
-from vsr.atomic import atomic_output, remove_stale_temps, temp_path_for
+from vsr.atomic import atomic_output, remove_stale_temps
 from vsr.colour import Yuv420
 from vsr.config import UpscaleConfig
 from vsr.device import resolve_device, resolve_precision
@@ -212,7 +212,6 @@ class VideoJob:
     segments: list[Segment]
     result: Result
     started: float
-    expected_frames: int = 0
     records: dict[int, SegmentRecord] = field(default_factory=dict)
     kept: str = ""  # after a failure: what of the work folder is kept, in words
 
@@ -384,7 +383,7 @@ class Engine:
             result.notes.append(f"removed {len(stale)} temporary file(s) that a killed run left beside {dst.name}: "
                                 + ", ".join(p.name for p in stale))
         job = VideoJob(src=src, dst=dst, info=info, plan=plan, work=work, segments=segments, result=result,
-                       started=started, expected_frames=len(times) if times else info.expected_frames)
+                       started=started)
         for seg in segments:
             had = work.record_path(seg.index).exists()
             if (record := work.finished(seg)) is not None:

@@ -15,6 +15,8 @@ from vsr.errors import InputError, VsrError
 from vsr.weights import DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from vsr.pipeline import Result
     from vsr.video import VideoInfo
 
