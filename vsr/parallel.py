@@ -189,4 +189,32 @@ def run_parallel(engine: Engine, workers: Callable[[int], Any], items: list[tupl
     return [results[i] for i in sorted(results)]
 
 
-__all__ = ["ImageTask", "Workers", "describe", "run_parallel", "run_task", "worker_devices"]
+def upscale_shared(engine: Engine, cfg: UpscaleConfig, src: Path, dst: Path, *, devices: list[str], jobs: int,
+                   ray: str | None = None, overwrite: bool = False, resume: bool = False, restart: bool = False,
+                   progress: Progress | None = None,
+                   on_start: Callable[[Any, int], None] | None = None) -> list[Result]:
+    """``vsr upscale`` of a video or a folder with workers: ``jobs`` processes (``devices`` in turn), or actors on
+    the Ray cluster at ``ray`` (``vsr.cluster``). With ``resume``, a folder's outputs that exist are kept."""
+    if src.is_dir():
+        engine.folder = True
+        items, kept = engine.folder_files(src, dst, overwrite=overwrite, resume=resume)
+    else:
+        items, kept = [(src, dst)], []
+    if ray:  # every node must find the files at the same paths
+        items = [(a.resolve(), b.resolve()) for a, b in items]
+
+    def workers(n: int) -> Any:
+        if ray:
+            from vsr.cluster import RayWorkers
+
+            return RayWorkers(cfg, ray, min(jobs, n) if jobs > 1 else 0)
+        return Workers(cfg, devices, min(jobs, n))
+
+    results = run_parallel(engine, workers, items, overwrite=overwrite, resume=resume and not src.is_dir(),
+                           restart=restart, progress=progress, on_start=on_start)
+    if kept and results:
+        results[0].notes.append(f"--resume: kept {len(kept)} output(s) an earlier run finished")
+    return results
+
+
+__all__ = ["ImageTask", "Workers", "describe", "run_parallel", "run_task", "upscale_shared", "worker_devices"]

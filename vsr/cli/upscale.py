@@ -5,7 +5,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -151,27 +151,11 @@ def upscale(
 
         try:
             if (jobs > 1 or ray) and not (input.is_file() and is_image_path(input)):
-                from vsr.parallel import Workers, run_parallel
+                from vsr.parallel import upscale_shared
 
-                if input.is_dir():
-                    engine.folder = True
-                    items, kept = engine.folder_files(input, out, overwrite=overwrite, resume=resume)
-                else:
-                    items, kept = [(input, out)], []
-                if ray:  # every node must find the files at the same paths
-                    items = [(a.resolve(), b.resolve()) for a, b in items]
-                if kept:
-                    typer.echo(f"note: --resume: kept {len(kept)} output(s) an earlier run finished", err=True)
-                def workers(n: int) -> Any:
-                    if ray:
-                        from vsr.cluster import RayWorkers
-
-                        return RayWorkers(cfg, ray, min(jobs, n) if jobs > 1 else 0)
-                    return Workers(cfg, devices, min(jobs, n))
-
-                results = run_parallel(engine, workers, items, overwrite=overwrite,
-                                       resume=resume and not input.is_dir(), restart=restart, progress=bar.update,
-                                       on_start=on_start)
+                results = upscale_shared(engine, cfg, input, out, devices=devices, jobs=jobs, ray=ray,
+                                         overwrite=overwrite, resume=resume, restart=restart, progress=bar.update,
+                                         on_start=on_start)
             elif input.is_dir():
                 results = engine.upscale_folder(input, out, overwrite=overwrite, progress=bar.update, resume=resume,
                                                 restart=restart)
