@@ -77,9 +77,13 @@ def test_ray_on_a_local_instance_makes_the_same_files(tmp_path: Path, tiny_weigh
     folder.mkdir()
     (folder / "in.mkv").write_bytes(src.read_bytes())
     write_image(folder / "c.png", np.full((20, 24, 3), 100, dtype=np.uint8))
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("vsr-ray-*"))
     res = upscale(folder, "-o", tmp_path / "out", "--weights", tiny_weights, "--segment", "1", "--ray", "local",
                   "--jobs", "2")
     assert one.exit_code == 0 and res.exit_code == 0, res.output
+    assert set(Path(tempfile.gettempdir()).glob("vsr-ray-*")) == before  # the local instance's files are gone
     for kind in ("video", "audio", "subtitle"):  # 5 segments on two Ray actors: the very same packets
         assert packets(tmp_path / "out" / "in.mkv", kind) == packets(tmp_path / "one.mkv", kind) != []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.png", "in.mkv"]

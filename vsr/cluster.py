@@ -9,6 +9,8 @@ machine, ``ray start --address=HEAD:6379`` on the others); vsr only connects to 
 from __future__ import annotations
 
 import collections
+import shutil
+import tempfile
 from dataclasses import replace
 from typing import Any
 
@@ -51,13 +53,16 @@ class RayWorkers:
         self.idle: list[Any] = []
         self.messages: collections.deque[tuple[str, int | None, Any]] = collections.deque()
         self.started_ray = False
+        self.temp_dir: str | None = None
 
     def __enter__(self) -> RayWorkers:
         ray = self.ray
         if not ray.is_initialized():
             try:
-                if self.address == "local":  # a Ray instance of this machine, for this run only
-                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                if self.address == "local":  # a Ray instance of this machine, for this run only: its session
+                    self.temp_dir = tempfile.mkdtemp(prefix="vsr-ray-")  # files go with it (a short path: sockets)
+                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                             _temp_dir=self.temp_dir)
                 else:
                     ray.init(address=self.address, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -80,6 +85,8 @@ class RayWorkers:
             self.ray.kill(a)
         if self.started_ray:
             self.ray.shutdown()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def submit(self, key: int, task: Any) -> None:
         self.queue.append((key, task))
