@@ -16,6 +16,7 @@ from typing import Any
 
 from vsr.config import UpscaleConfig
 from vsr.errors import VsrError
+from vsr.workdir import SegmentRecord
 
 _WAIT_S = 0.5
 
@@ -121,7 +122,7 @@ class RayWorkers:
                     self.messages.append(("failed", key, (True, "a Ray worker was lost for good "
                                                          f"({str(exc).splitlines()[0]}); rerun to resume")))
                     continue
-                self.messages.append(("progress", key, getattr(out, "frames", 1) or getattr(out, "frames_out", 1)))
+                self.messages.append(("progress", key, out.frames if isinstance(out, SegmentRecord) else 1))
                 self.messages.append(("done", key, out))
         return self.messages.popleft()
 

@@ -177,14 +177,7 @@ def run_parallel(engine: Engine, workers: Callable[[int], Any], items: list[tupl
                     engine.current = job
                     results[i] = engine.finish_video(job, progress=progress)
     except BaseException as exc:
-        for job in videos.values():
-            if job.work.exists():
-                job.kept = engine._keep_or_remove(job)
-        unfinished = [j for j in videos.values() if j.kept]
-        if unfinished:
-            engine.current = unfinished[0]
-            if isinstance(exc, VsrError) and exc.args:
-                exc.args = (f"{exc.args[0]} ({unfinished[0].kept})", *exc.args[1:])
+        engine.keep_after_failure(videos.values(), exc)
         raise
     return [results[i] for i in sorted(results)]
 

@@ -324,20 +324,28 @@ class Engine:
                 job.records[seg.index] = self.run_segment(job.task(seg), progress)
             return self.finish_video(job, progress=progress)
         except BaseException as exc:  # Ctrl-C and SIGTERM too: ``interrupted`` then says what is kept
-            job.kept = self._keep_or_remove(job)
-            if job.kept and isinstance(exc, VsrError) and exc.args:
-                exc.args = (f"{exc.args[0]} ({job.kept})", *exc.args[1:])
+            self.keep_after_failure([job], exc)
             raise
 
-    def _keep_or_remove(self, job: VideoJob) -> str:
-        """After a failure: the work folder stays if some segment is finished (said in words), else it goes."""
-        done = [s for s in job.segments if job.work.finished(s, verify=False)]
-        if not done:
-            job.work.remove()
-            return ""
-        job.work.release()
-        return (f"{len(done)} of {len(job.segments)} segments of {job.dst.name} are done and kept in "
-                f"{job.work.path}; a rerun resumes")
+    def keep_after_failure(self, jobs: Iterable[VideoJob], exc: BaseException) -> None:
+        """After a failure: each unfinished job's work folder stays if some segment of it is finished (``kept``
+        says so in words), else it goes; the first one kept becomes ``current`` and a ``VsrError`` names it."""
+        kept = []
+        for job in jobs:
+            if not job.work.exists():  # joined already, or never taken
+                continue
+            done = [s for s in job.segments if job.work.finished(s, verify=False)]
+            if not done:
+                job.work.remove()
+                continue
+            job.work.release()
+            job.kept = (f"{len(done)} of {len(job.segments)} segments of {job.dst.name} are done and kept in "
+                        f"{job.work.path}; a rerun resumes")
+            kept.append(job)
+        if kept:
+            self.current = kept[0]
+            if isinstance(exc, VsrError) and exc.args:
+                exc.args = (f"{exc.args[0]} ({kept[0].kept})", *exc.args[1:])
 
     def identity(self, plan: OutputPlan) -> dict[str, Any]:
         """Every setting that shapes the output of a video (a resumed run must have the same)."""
@@ -409,18 +417,20 @@ class Engine:
             decoded = 0
             with SegmentWriter(work.segment_path(seg.index), plan) as writer, \
                     _Pump(frames, writer, depth=depth, progress=progress) as pump:
+                def send(batch: list[Frame]) -> None:  # the warm-up frames' pictures are not kept
+                    for frame in stream.frames(batch):
+                        if frame.index >= seg.first_frame:
+                            pump.send(frame)
+
                 batch: list[Frame] = []
                 for item in pump.items():
                     batch.append(item)
                     decoded += item.index >= seg.first_frame
                     if len(batch) >= batch_size:
-                        for frame in stream.frames(batch):
-                            if frame.index >= seg.first_frame:
-                                pump.send(frame)
+                        send(batch)
                         batch = []
-                for frame in stream.frames(batch) if batch else ():
-                    if frame.index >= seg.first_frame:
-                        pump.send(frame)
+                if batch:
+                    send(batch)
                 pump.drain()
                 writer.finish()
                 if writer.frames_written != decoded:

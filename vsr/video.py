@@ -14,7 +14,7 @@ import itertools
 import logging
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -414,7 +414,7 @@ class VideoReader:
                 continue
             if item.pts is None:
                 if start is None and end is None:  # the whole video: timestamps are the writer's business
-                    yield Frame(index, item.image, item.pts, item.time_base, item.pix_fmt)
+                    yield replace(item, index=index)
                     index += 1
                     continue
                 raise InputError(f"{self.path}: frame {index} has no timestamp; cannot cut the video into segments")
@@ -422,7 +422,7 @@ class VideoReader:
                 continue
             if end is not None and item.pts >= end:
                 return
-            yield Frame(index, item.image, item.pts, item.time_base, item.pix_fmt)
+            yield replace(item, index=index)
             index += 1
 
     def presentation_times(self) -> list[int] | None:
