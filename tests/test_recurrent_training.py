@@ -1,4 +1,4 @@
-"""Training the recurrent generator: synthetic sequences, the exact warm start from an SRResNet file, learning,
+"""Training the recurrent generator: synthetic sequences and real clips, the exact warm start from an SRResNet file, learning,
 resume, validation on clips, export to a temporal weights file, and clear refusals."""
 import csv
 from pathlib import Path
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from clips import frame_image
+from clips import frame_image, make_clip
 from typer.testing import CliRunner
 
 from vsr.cli import app
@@ -17,7 +17,7 @@ from vsr.degrade import parse_degradation
 from vsr.errors import DataError, VsrError, WeightsError
 from vsr.inference import Upscaler
 from vsr.models import RecurrentSRResNet, SRResNet
-from vsr.sequences import Motion, SequenceSampler
+from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 from vsr.trainer import export, resume_config, train
 from vsr.weights import load, save
 
@@ -69,6 +69,81 @@ def test_sequences_move_are_seeded_and_degrade_every_frame(tmp_path: Path):
     assert all((lj[:, k] - bic[:, k]).abs().max() > 0.02 for k in range(3))  # JPEG on every frame, not just the last
     with pytest.raises(DataError, match="smaller than the"):
         SequenceSampler(images, crop=48, frames=8)
+
+
+def _clip_folder(folder: Path, frames: int = 6, size: tuple[int, int] = (40, 36)) -> Path:
+    """A clip whose frame i is one texture plus 20 * i: any window of it, cut in place, has constant steps of +-20."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 120, size=(size[1], size[0], 3), dtype=np.uint8)
+    for i in range(frames):
+        cv2.imwrite(str(folder / f"im{i + 1}.png"), base + np.uint8(20 * i))
+    return folder
+
+
+def test_clip_windows_are_consecutive_frames_cut_in_place(tmp_path: Path):
+    clips = tmp_path / "clips"
+    _clip_folder(clips / "a" / "0001")
+    _clip_folder(clips / "b", frames=4, size=(36, 40))
+    found = clip_sources([clips], frames=3)
+    assert found == [clips / "a" / "0001", clips / "b"]
+    loaded = [load_clip(c, frames=3) for c in found]
+    assert [tuple(c.shape) for c in loaded] == [(6, 3, 36, 40), (4, 3, 40, 36)]
+    sampler = SequenceSampler([], crop=16, frames=3, clips=loaded)
+    lr, hr = sampler.sample(32, seed=5)
+    assert lr.shape == (32, 3, 3, 4, 4) and hr.shape == (32, 3, 3, 16, 16)
+    hr8 = ((hr + 1) * 127.5).round()
+    steps = hr8[:, 1:] - hr8[:, :-1]  # (B, 2, 3, 16, 16)
+    flat = steps.flatten(2)
+    assert torch.equal(flat.amin(dim=2), flat.amax(dim=2))  # one crop, one flip/rotation for every frame
+    per_seq = flat[:, :, 0]
+    assert set(per_seq.flatten().tolist()) == {20.0, -20.0} and torch.equal(per_seq[:, 0], per_seq[:, 1])
+    assert (per_seq[:, 0] < 0).any() and (per_seq[:, 0] > 0).any()  # both directions in time
+    torch.testing.assert_close(lr, degrade_bicubic(hr8.to(torch.uint8).flatten(0, 1)).reshape(lr.shape).float() / 255)
+    assert torch.equal(sampler.sample(32, seed=5)[1], hr) and not torch.equal(sampler.sample(32, seed=6)[1], hr)
+    # with stills too, clip_share picks the source: 0 never cuts a clip, 1 always does
+    stills = _stills(tmp_path)
+    only_stills = SequenceSampler(stills, crop=16, frames=3, clips=loaded, clip_share=0.0).sample(8, seed=1)[1]
+    assert torch.equal(only_stills, SequenceSampler(stills, crop=16, frames=3).sample(8, seed=1)[1])
+    only_clips = SequenceSampler(stills, crop=16, frames=3, clips=loaded, clip_share=1.0).sample(8, seed=1)[1]
+    d = (((only_clips + 1) * 127.5).round().diff(dim=1)).flatten(2)
+    assert torch.equal(d.amin(dim=2), d.amax(dim=2))
+    with pytest.raises(DataError, match="fewer than the 8"):
+        load_clip(clips / "b", frames=8)
+    (tmp_path / "void").mkdir()
+    with pytest.raises(DataError, match="no frame folders or video files"):
+        clip_sources([tmp_path / "void"], frames=3)
+
+
+def test_a_video_file_is_a_clip(tmp_path: Path):
+    video = make_clip(tmp_path / "v.mkv", frames=9, width=32, height=24, codec="ffv1", pix_fmt="yuv444p", audio="aac")
+    assert clip_sources([video], frames=3) == [video] and clip_sources([tmp_path], frames=3) == [video]
+    clip = load_clip(video, frames=3)
+    assert clip.shape == (9, 3, 24, 32) and clip.dtype == torch.uint8
+    assert (clip[1].float() - clip[0].float()).abs().mean() > 1  # the frames move
+    with pytest.raises(DataError, match="not a video file or a folder"):
+        clip_sources([tmp_path / "missing.mp4"], frames=3)
+
+
+def test_training_on_clips_alone_and_a_frozen_core(tmp_path: Path):
+    torch.manual_seed(0)
+    init = save(SRResNet().eval(), tmp_path / "mse.pt", meta={"name": "mse"})
+    clips = tmp_path / "clips"
+    for k in range(2):
+        _clip_folder(clips / f"seq{k}", frames=5)
+    run = train(_cfg(tmp_path / "frozen", data=[], clips=[str(clips)], init=str(init), core_lr=0.0), quiet=True)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    start = torch.load(init, weights_only=False)
+    start_state = start["state_dict"]
+    assert all(torch.equal(ck["model"][f"core.{k}"], v) for k, v in start_state.items())  # frozen: untouched
+    assert ck["model"]["temporal.weight"].abs().max() > 0 and ck["config"]["clips"] == [str(clips)]
+    run = train(_cfg(tmp_path / "slow", data=[], clips=[str(clips)], init=str(init), core_lr=0.1), quiet=True)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert any(not torch.equal(ck["model"][f"core.{k}"], v) for k, v in start_state.items())  # learning, slowly
+    with pytest.raises(VsrError, match="--clips and --core-lr are for a temporal"):
+        train(_cfg(tmp_path / "x", arch="srresnet", seq_len=1, clips=[str(clips)]), quiet=True)
+    with pytest.raises(VsrError, match="or --clips of real video"):
+        train(_cfg(tmp_path / "y", data=[]), quiet=True)
 
 
 def test_warm_start_is_exact_then_training_moves_the_temporal_conv_and_exports(tmp_path: Path):

@@ -38,6 +38,9 @@ class TrainConfig:
     arch: str = "srresnet"  # srresnet | recurrent-srresnet (temporal: trained on synthetic sequences)
     seq_len: int = 1  # frames per training sequence: 1 for srresnet, >= 2 for a temporal arch
     motion: float = 4.0  # temporal arch: the camera's largest shift per frame along each axis, HR px (vsr.sequences)
+    clips: list[str] = field(default_factory=list)  # temporal arch: real clips (frame folders, video files)
+    clip_share: float | None = None  # of sequences from --clips when --data stills are given too (None: 0.5)
+    core_lr: float = 1.0  # temporal arch: the SRResNet core's learning rate as a fraction of --lr (0: frozen)
     loss: str = "mse"  # mse | vgg | gan | perpix
     content: str = "mse"  # content loss of --loss gan: mse | vgg
     adv_weight: float = 1e-3

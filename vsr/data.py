@@ -81,8 +81,7 @@ class CropSampler:
                  degradation: DegradationConfig | None = None) -> None:
         if crop % scale:
             raise DataError(f"crop {crop} must be a multiple of the scale {scale}")
-        if not images:
-            raise DataError("no training images")
+        self._require(images)
         self.crop, self.scale, self.device = crop, scale, torch.device(device)
         self.degradation = degradation or DegradationConfig()
         self.degrader = None if self.degradation.is_clean else Degrader(self.degradation, crop=crop)
@@ -90,7 +89,14 @@ class CropSampler:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
         self._ahead: dict[int, Future] = {}
         # decoded once; on a GPU the whole set lives in device memory and crops never touch the host
-        self.images = [img.to(self.device) for img in images] if self.device.type == "cuda" else images
+        self.images = self._on_device(images)
+
+    def _require(self, images: list[torch.Tensor]) -> None:
+        if not images:
+            raise DataError("no training images")
+
+    def _on_device(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [t.to(self.device) for t in tensors] if self.device.type == "cuda" else list(tensors)
 
     def sample_ahead(self, batch: int, seed: int, next_seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``sample(batch, seed)``, while a worker thread already draws the batch of ``next_seed``: the CPU

@@ -40,7 +40,7 @@ from vsr.metrics import psnr
 from vsr.models import Discriminator, RecurrentSRResNet, SRResNet
 from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
-from vsr.sequences import Motion, SequenceSampler
+from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
 ARCHS = ("srresnet", "recurrent-srresnet")
 TEMPORAL_ARCHS = ("recurrent-srresnet",)
@@ -225,6 +225,13 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     if not temporal and cfg.seq_len != 1:
         raise VsrError(f"--seq-len {cfg.seq_len}: {cfg.arch} trains on single crops; --seq-len is for "
                        f"{', '.join(TEMPORAL_ARCHS)}")
+    if not temporal and (cfg.clips or cfg.core_lr != 1.0):
+        raise VsrError(f"--clips and --core-lr are for a temporal --arch ({', '.join(TEMPORAL_ARCHS)}), not {cfg.arch}")
+    if not cfg.data and not cfg.clips:
+        raise VsrError("give at least one --data folder of HR training images"
+                       + (" or --clips of real video" if temporal else ""))
+    if not 0 <= cfg.core_lr <= 1:
+        raise VsrError(f"--core-lr {cfg.core_lr:g}: a fraction of --lr between 0 (frozen) and 1")
     for name in ("batch_size", "crop", "log_every", "ckpt_every"):
         if getattr(cfg, name) < 1:
             raise VsrError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
@@ -239,14 +246,17 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     precision = resolve_precision(device, cfg.precision)
     needs_vgg = cfg.loss in ("vgg", "perpix") or (cfg.loss == "gan" and cfg.content == "vgg")
 
-    paths = list_images(cfg.data)
-    shard = paths[ddp.rank :: ddp.world]
-    if not shard:
-        raise DataError(f"{len(paths)} training images cannot feed {ddp.world} ranks")
+    paths = list_images(cfg.data) if cfg.data else []
+    clips = clip_sources(cfg.clips, frames=cfg.seq_len) if cfg.clips else []
+    shard, clip_shard = paths[ddp.rank :: ddp.world], clips[ddp.rank :: ddp.world]
+    if not shard and not clip_shard:
+        raise DataError(f"{len(paths) + len(clips)} training images and clips cannot feed {ddp.world} ranks")
     if temporal:
         motion = Motion(shift=cfg.motion)
         sampler = SequenceSampler(load_images(shard, min_size=motion.min_size(cfg.crop, cfg.seq_len)), crop=cfg.crop,
-                                  frames=cfg.seq_len, motion=motion, device=device, degradation=degradation)
+                                  frames=cfg.seq_len, motion=motion, device=device, degradation=degradation,
+                                  clips=[load_clip(c, frames=cfg.seq_len) for c in clip_shard],
+                                  clip_share=cfg.clip_share)
     else:
         sampler = CropSampler(load_images(shard, min_size=cfg.crop + degradation.margin), crop=cfg.crop,
                               device=device, degradation=degradation)
@@ -264,7 +274,7 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     run = Run(cfg=cfg, ddp=ddp, device=device, precision=precision, sampler=sampler, val_images=val_images,
               val_clips=val_clips, vgg=vgg, schedule=schedule, val_condition=val_condition, gen=gen,
               g_train=Unrolled(gen) if temporal else gen,
-              opt_g=torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
+              opt_g=torch.optim.Adam(_param_groups(gen, cfg.core_lr), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused),
               scaler_g=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), lr_horizon=cfg.steps)
     if uses_gan(cfg.loss):
         run.disc = run.d_train = Discriminator(crop=cfg.crop).to(device).to(memory_format=torch.channels_last).train()
@@ -280,6 +290,22 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     if cfg.compile:
         run.g_train = torch.compile(run.g_train)
     return run
+
+
+def _param_groups(gen: nn.Module, core_lr: float) -> list[dict[str, Any]]:
+    """The generator's Adam groups: one, or for a recurrent one with ``core_lr`` < 1 the SRResNet core apart at
+    that fraction of the learning rate (``lr_scale``); at 0 the core is frozen (``freeze_core``: not optimised,
+    its batch norms' statistics kept)."""
+    if core_lr == 1.0 or not isinstance(gen, RecurrentSRResNet):
+        return [{"params": list(gen.parameters()), "lr_scale": 1.0}]
+    core = list(gen.core.parameters())
+    ids = {id(p) for p in core}
+    groups = [{"params": [p for p in gen.parameters() if id(p) not in ids], "lr_scale": 1.0}]
+    if core_lr == 0:
+        gen.freeze_core()
+    else:
+        groups.append({"params": core, "lr_scale": core_lr})
+    return groups
 
 
 def build_generator(arch: str, init: str | None = None) -> nn.Module:
@@ -508,7 +534,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 lr_now = learning_rate(cfg, run.step, run.lr_horizon)
                 for opt in (run.opt_g, run.opt_d):
                     for group in (opt.param_groups if opt is not None else []):
-                        group["lr"] = lr_now
+                        group["lr"] = lr_now * group.get("lr_scale", 1.0)
                 lr_img, hr_img = run.sampler.sample_ahead(
                     cfg.batch_size, step_seed(cfg.seed, ddp.rank, run.step),
                     step_seed(cfg.seed, ddp.rank, run.step + 1) if run.step + 1 < cfg.steps else None)

@@ -51,9 +51,12 @@ def run(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Folder of HR training images (repeat for several).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint.pt, log.csv, curves.png, grid.png.")] = Path(DEFAULTS.out),
     val: Annotated[Optional[Path], typer.Option(help="Folder of HR validation images (Y-PSNR, 4-px crop); for a temporal --arch also a folder of clip folders (e.g. vid4/GT), frames in order.")] = None,
-    arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames) or recurrent-srresnet (streaming, trained on synthetic sequences from the images; --init srresnet-mse warm-starts it exactly).")] = Arch(DEFAULTS.arch),
+    arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames) or recurrent-srresnet (streaming, trained on --clips and/or synthetic sequences from the --data images; --init srresnet-mse warm-starts it exactly).")] = Arch(DEFAULTS.arch),
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per training sequence of a temporal --arch (default 5; at least 2).")] = None,
     motion: Annotated[float, typer.Option(min=0, help="Temporal --arch: the camera's largest shift per frame along each axis, in HR px.")] = DEFAULTS.motion,
+    clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Temporal --arch: real clips to train on (repeat): a video file, or a folder where every folder of frames (in name order) and every video is one clip.")] = None,
+    clip_share: Annotated[Optional[float], typer.Option(min=0, max=1, help="With --clips and --data: the share of sequences cut from the clips (default 0.5); the rest move over the stills.")] = None,
+    core_lr: Annotated[float, typer.Option(min=0, max=1, help="Temporal --arch: the SRResNet core's learning rate as a fraction of --lr (0 freezes it; the temporal layers learn at --lr).")] = DEFAULTS.core_lr,
     loss: Annotated[Loss, typer.Option(help="Generator loss.")] = Loss(DEFAULTS.loss),
     content: Annotated[Content, typer.Option(help="Content loss of --loss gan.")] = Content(DEFAULTS.content),
     adv_weight: Annotated[float, typer.Option(min=0, help="Weight of the adversarial loss (gan, perpix).")] = DEFAULTS.adv_weight,
@@ -91,11 +94,13 @@ def run(
         if resume is not None:
             cfg = resume_config(resume, steps=steps, max_seconds=max_seconds or 0)
         else:
-            if not data:
-                raise VsrError("give at least one --data folder of HR training images")
             temporal = arch is not Arch.srresnet
-            cfg = TrainConfig(data=[str(d) for d in data], val=str(val) if val else None, out=str(out), arch=arch.value,
-                              seq_len=(5 if temporal else 1) if seq_len is None else seq_len, motion=motion,
+            if not data and not (temporal and clips):
+                raise VsrError("give at least one --data folder of HR training images"
+                               + (" or --clips of real video" if temporal else ""))
+            cfg = TrainConfig(data=[str(d) for d in data or []], val=str(val) if val else None, out=str(out),
+                              arch=arch.value, seq_len=(5 if temporal else 1) if seq_len is None else seq_len,
+                              motion=motion, clips=[str(c) for c in clips or []], clip_share=clip_share, core_lr=core_lr,
                               loss=loss.value,
                               content=content.value, adv_weight=adv_weight, perpix_schedule=perpix_schedule,
                               vgg_weights=str(vgg_weights), init=init, degradation=degradation,

@@ -45,6 +45,20 @@ class RecurrentSRResNet(nn.Module):
         self.to_hidden = nn.Conv2d(channels, hidden, 3, padding=1)
         nn.init.zeros_(self.temporal.weight)
         nn.init.zeros_(self.temporal.bias)
+        self.core_frozen = False
+
+    def freeze_core(self) -> RecurrentSRResNet:
+        """Train only the temporal layers: the core's tensors stop learning and its batch norms stay in eval
+        mode (their running statistics unchanged) whatever ``train()`` says."""
+        self.core_frozen = True
+        self.core.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> RecurrentSRResNet:
+        super().train(mode)
+        if self.core_frozen:
+            self.core.eval()
+        return self
 
     @property
     def arch_kwargs(self) -> dict[str, int]:
