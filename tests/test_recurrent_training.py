@@ -75,7 +75,7 @@ def _clip_folder(folder: Path, frames: int = 6, size: tuple[int, int] = (40, 36)
     """A clip whose frame i is one texture plus 20 * i: any window of it, cut in place, has constant steps of +-20."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 120, size=(size[1], size[0], 3), dtype=np.uint8)
+    base = rng.integers(0, 50, size=(size[1], size[0], 3), dtype=np.uint8)
     for i in range(frames):
         cv2.imwrite(str(folder / f"im{i + 1}.png"), base + np.uint8(20 * i))
     return folder
@@ -83,12 +83,12 @@ def _clip_folder(folder: Path, frames: int = 6, size: tuple[int, int] = (40, 36)
 
 def test_clip_windows_are_consecutive_frames_cut_in_place(tmp_path: Path):
     clips = tmp_path / "clips"
-    _clip_folder(clips / "a" / "0001")
+    _clip_folder(clips / "a" / "0001", frames=11)  # im1 .. im11: natural order, not im1, im10, im11, im2
     _clip_folder(clips / "b", frames=4, size=(36, 40))
     found = clip_sources([clips], frames=3)
     assert found == [clips / "a" / "0001", clips / "b"]
     loaded = [load_clip(c, frames=3) for c in found]
-    assert [tuple(c.shape) for c in loaded] == [(6, 3, 36, 40), (4, 3, 40, 36)]
+    assert [tuple(c.shape) for c in loaded] == [(11, 3, 36, 40), (4, 3, 40, 36)]
     sampler = SequenceSampler([], crop=16, frames=3, clips=loaded)
     lr, hr = sampler.sample(32, seed=5)
     assert lr.shape == (32, 3, 3, 4, 4) and hr.shape == (32, 3, 3, 16, 16)
