@@ -329,3 +329,33 @@ def test_frame_too_large_for_the_encoder_fails_before_any_model_work(tmp_path: P
     assert_error(run(src, "-o", tmp_path / "o.mp4", "--weights", tiny_weights), "16800x64", "too large for libx264",
                  "--codec libx265")
     assert leftovers(tmp_path, before) == set()
+
+
+def test_a_stop_that_python_swallows_is_raised_again_at_the_next_frame(monkeypatch):
+    """A signal handler's exception raised inside a weakref callback (the garbage collector's) is printed as
+    "Exception ignored" and lost; the stop is kept and the engine raises it at its next frame, once."""
+    import weakref
+
+    import torch
+
+    from vsr import interrupt
+    from vsr.cli import Terminated, _raise_terminated
+    from vsr.inference import Upscaler
+    from vsr.models import SRResNet
+    from vsr.pipeline import Engine
+
+    class Thing:
+        pass
+
+    engine = Engine(Upscaler(SRResNet(num_blocks=1, channels=8).eval(), device=torch.device("cpu")), batch_size=1)
+    frames = [np.zeros((6, 5, 3), np.uint8)] * 3
+    swallowed: list = []
+    monkeypatch.setattr(sys, "unraisablehook", swallowed.append)  # where Python sends it (it prints it, by default)
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: _raise_terminated(signal.SIGTERM, None))
+    del thing  # the callback raises Terminated; Python reports it as unraisable and goes on
+    assert ref() is None and [u.exc_type for u in swallowed] == [Terminated]
+    with pytest.raises(Terminated):
+        list(engine.upscale_frames(iter(frames)))
+    assert len(list(engine.upscale_frames(iter(frames)))) == 3  # raised once: the next run is not stopped
+    interrupt.clear()

@@ -9,6 +9,7 @@ target, renamed only when everything succeeded.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -23,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vsr import images
+from vsr import images, interrupt
 from vsr import weights as weights_io
 from vsr.atomic import atomic_output, remove_stale_temps
 from vsr.colour import Yuv420
@@ -138,7 +139,10 @@ class _Pump:
     """A decoder thread feeding the caller and an encoder thread fed by it, through bounded queues.
 
     The caller takes decoded items from ``items()`` and hands upscaled frames and copied packets to
-    ``send()``; a failure in either thread is raised in the caller. Leaving the ``with`` stops and joins both.
+    ``send()``; a failure in either thread is raised in the caller. Leaving the ``with`` stops and joins both,
+    even when a signal (Ctrl-C, SIGTERM) arrives meanwhile: the reader and writer the threads use must not be
+    closed under them. Register the exit before entering (``ExitStack.push``), so that a signal during the
+    start still joins what started.
     """
 
     def __init__(self, reader: VideoReader, writer: VideoWriter, *, depth: int, progress: Progress | None) -> None:
@@ -159,8 +163,16 @@ class _Pump:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        deadline = time.monotonic() + 10
+        stopped: BaseException | None = None
         for t in self.threads:
-            t.join(timeout=10)
+            while t.ident is not None and t.is_alive() and time.monotonic() < deadline:
+                try:
+                    t.join(timeout=max(0.0, deadline - time.monotonic()))
+                except KeyboardInterrupt as exc:  # a signal while joining: join first, raise it after
+                    stopped = exc
+        if stopped is not None:
+            raise stopped
 
     def items(self) -> Iterator[Any]:
         """Decoded frames and copy-stream packets, in demux order, until the input ends."""
@@ -250,6 +262,73 @@ class _ModelStream:
         return [replace(f, image=up, pix_fmt="yuv420p" if self.yuv else f.pix_fmt) for f, up in zip(batch, images)]
 
 
+class _SegmentRun:
+    """One segment being made: its input read from the warm-up frames on (a decoder thread), its packet file
+    written by an encoder thread; the caller takes ``items()``, hands the upscaled frames to ``keep`` (the
+    warm-up frames' pictures are dropped there) and ends with ``finish`` (checked, recorded as done)."""
+
+    def __init__(self, engine: Engine, task: SegmentTask, progress: Progress | None) -> None:
+        self.task, self.seg = task, task.segment
+        self.warm = self.seg.warmup if engine.temporal else 0  # frames the model sees first, not kept
+        self.yuv = engine.output_target(task.plan)
+        self.progress = progress
+        self.engine = engine
+        self.decoded = 0
+        self.record: SegmentRecord | None = None
+
+    def __enter__(self) -> _SegmentRun:
+        seg, task = self.seg, self.task
+        self.work = WorkDir(task.dst)
+        self.stack = contextlib.ExitStack()
+        try:
+            self.reader = self.stack.enter_context(
+                VideoReader(task.src, skip_corrupt=self.engine.skip_corrupt, video_only=True))
+            frames = self.reader.frames_between(seg.warm_start if self.warm else seg.start, seg.end,
+                                                first_index=seg.first_frame - self.warm)
+            self.batch_size = self.engine.batch_for(self.reader.info.height, self.reader.info.width)
+            depth = self.engine.queue_frames or 2 * self.batch_size + 2
+            self.writer = self.stack.enter_context(SegmentWriter(self.work.segment_path(seg.index), task.plan))
+            self.pump = _Pump(frames, self.writer, depth=depth, progress=self.progress)
+            self.stack.push(self.pump)  # before the threads start: a signal from here on still joins them
+            self.pump.__enter__()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def items(self) -> Iterator[Frame]:
+        """The segment's frames in order, its warm-up frames first."""
+        for item in self.pump.items():
+            interrupt.check()
+            self.decoded += item.index >= self.seg.first_frame
+            yield item
+
+    def keep(self, frames: Iterable[Frame]) -> None:
+        """Queue upscaled frames for the encoder; those of the warm-up are not kept."""
+        for frame in frames:
+            if frame.index >= self.seg.first_frame:
+                self.pump.send(frame)
+
+    def finish(self) -> SegmentRecord:
+        """Wait for the encoder, check every decoded frame was written, and record the segment as done."""
+        seg = self.seg
+        self.pump.drain()
+        self.writer.finish()
+        if self.writer.frames_written != self.decoded:
+            raise VsrError(f"{self.task.src}: segment {seg.index}: decoded {self.decoded} frames but wrote "
+                           f"{self.writer.frames_written}")
+        notes = tuple(self.writer.notes)
+        self.stack.close()
+        self.record = SegmentRecord(index=seg.index, frames=self.decoded, info=self.writer.info, notes=notes,
+                                    corrupt_packets=self.reader.corrupt_packets,
+                                    concealed_frames=self.reader.concealed_frames)
+        self.work.commit(self.record)
+        return self.record
+
+
 WARMUP_FRAMES = 5  # frames a temporal model sees before a segment (after the first) to build up its state
 
 
@@ -298,6 +377,7 @@ class Engine:
         stream = _ModelStream(self, yuv)
         batch: list[np.ndarray] = []
         for frame in frames:
+            interrupt.check()
             if batch and (len(batch) >= self.batch_for(*batch[0].shape[:2]) or frame.shape != batch[0].shape
                           or frame.dtype != batch[0].dtype):
                 yield from stream(batch)
@@ -405,42 +485,17 @@ class Engine:
 
     def run_segment(self, task: SegmentTask, progress: Progress | None = None) -> SegmentRecord:
         """Decode, upscale and encode one segment into its packet file, then record it as finished."""
-        seg, plan = task.segment, task.plan
-        work = WorkDir(task.dst)
-        warm = seg.warmup if self.temporal else 0  # frames the model sees first, whose pictures are not kept
-        with VideoReader(task.src, skip_corrupt=self.skip_corrupt, video_only=True) as reader:
-            frames = reader.frames_between(seg.warm_start if warm else seg.start, seg.end,
-                                           first_index=seg.first_frame - warm)
-            batch_size = self.batch_for(reader.info.height, reader.info.width)
-            stream = _ModelStream(self, self.output_target(plan))
-            depth = self.queue_frames or 2 * batch_size + 2
-            decoded = 0
-            with SegmentWriter(work.segment_path(seg.index), plan) as writer, \
-                    _Pump(frames, writer, depth=depth, progress=progress) as pump:
-                def send(batch: list[Frame]) -> None:  # the warm-up frames' pictures are not kept
-                    for frame in stream.frames(batch):
-                        if frame.index >= seg.first_frame:
-                            pump.send(frame)
-
-                batch: list[Frame] = []
-                for item in pump.items():
-                    batch.append(item)
-                    decoded += item.index >= seg.first_frame
-                    if len(batch) >= batch_size:
-                        send(batch)
-                        batch = []
-                if batch:
-                    send(batch)
-                pump.drain()
-                writer.finish()
-                if writer.frames_written != decoded:
-                    raise VsrError(f"{task.src}: segment {seg.index}: decoded {decoded} frames but wrote "
-                                   f"{writer.frames_written}")
-                notes = tuple(writer.notes)
-            record = SegmentRecord(index=seg.index, frames=decoded, info=writer.info, notes=notes,
-                                   corrupt_packets=reader.corrupt_packets, concealed_frames=reader.concealed_frames)
-        work.commit(record)
-        return record
+        with _SegmentRun(self, task, progress) as run:
+            stream = _ModelStream(self, run.yuv)
+            batch: list[Frame] = []
+            for item in run.items():
+                batch.append(item)
+                if len(batch) >= run.batch_size:
+                    run.keep(stream.frames(batch))
+                    batch = []
+            if batch:
+                run.keep(stream.frames(batch))
+            return run.finish()
 
     def finish_video(self, job: VideoJob, *, progress: Progress | None = None) -> Result:
         """Check every segment once more (a damaged one is made again), join them with the input's audio and

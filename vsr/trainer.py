@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from vsr import interrupt
 from vsr import weights as weights_io
 from vsr.atomic import atomic_output
 from vsr.config import TrainConfig, to_dict, train_config_from_dict
@@ -527,6 +528,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                         f"steps past it run at --lr-min {cfg.lr_min:g}")
         try:
             while run.step < cfg.steps:
+                interrupt.check()
                 if cfg.max_seconds and run.step % cfg.log_every == 0 and _time_is_up(cfg.max_seconds, t0, ddp, device):
                     out_of_time = True
                     log.message(f"stopping at step {run.step}: --max-seconds {cfg.max_seconds:g} reached (resume to go on)")

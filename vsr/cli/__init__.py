@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import typer
 
+from vsr import interrupt
 from vsr.errors import VsrError
 
 # Plain help (rich_markup_mode=None): typer's Rich formatter alone takes longer to import than the rest of --help.
@@ -28,7 +29,13 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    interrupt.request(Terminated)  # raised again at the next check should this one be swallowed
     raise Terminated
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    interrupt.request(KeyboardInterrupt)
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -37,7 +44,9 @@ def user_errors(on_interrupt: str | Callable[[], str] = "nothing was written") -
     interruption left is said by ``on_interrupt`` (a callable is asked at that moment)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = (signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT))
+        if previous[1] is signal.default_int_handler:  # not where Ctrl-C is ignored (a background job)
+            signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     except VsrError as exc:
@@ -56,8 +65,10 @@ def user_errors(on_interrupt: str | Callable[[], str] = "nothing was written") -
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
     finally:
+        interrupt.clear()
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 def _system_error(exc: Exception) -> str | None:
