@@ -85,7 +85,7 @@ def test_clip_windows_are_consecutive_frames_cut_in_place(tmp_path: Path):
     clips = tmp_path / "clips"
     _clip_folder(clips / "a" / "0001", frames=11)  # im1 .. im11: natural order, not im1, im10, im11, im2
     _clip_folder(clips / "b", frames=4, size=(36, 40))
-    found = clip_sources([clips], frames=3)
+    found = clip_sources([clips])
     assert found == [clips / "a" / "0001", clips / "b"]
     loaded = [load_clip(c, frames=3) for c in found]
     assert [tuple(c.shape) for c in loaded] == [(11, 3, 36, 40), (4, 3, 40, 36)]
@@ -112,17 +112,17 @@ def test_clip_windows_are_consecutive_frames_cut_in_place(tmp_path: Path):
         load_clip(clips / "b", frames=8)
     (tmp_path / "void").mkdir()
     with pytest.raises(DataError, match="no frame folders or video files"):
-        clip_sources([tmp_path / "void"], frames=3)
+        clip_sources([tmp_path / "void"])
 
 
 def test_a_video_file_is_a_clip(tmp_path: Path):
     video = make_clip(tmp_path / "v.mkv", frames=9, width=32, height=24, codec="ffv1", pix_fmt="yuv444p", audio="aac")
-    assert clip_sources([video], frames=3) == [video] and clip_sources([tmp_path], frames=3) == [video]
+    assert clip_sources([video]) == [video] and clip_sources([tmp_path]) == [video]
     clip = load_clip(video, frames=3)
     assert clip.shape == (9, 3, 24, 32) and clip.dtype == torch.uint8
     assert (clip[1].float() - clip[0].float()).abs().mean() > 1  # the frames move
     with pytest.raises(DataError, match="not a video file or a folder"):
-        clip_sources([tmp_path / "missing.mp4"], frames=3)
+        clip_sources([tmp_path / "missing.mp4"])
 
 
 def test_training_on_clips_alone_and_a_frozen_core(tmp_path: Path):

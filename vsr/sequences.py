@@ -165,10 +165,10 @@ class SequenceSampler(CropSampler):
         return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def clip_sources(paths: Sequence[str | Path], *, frames: int) -> list[Path]:
+def clip_sources(paths: Sequence[str | Path]) -> list[Path]:
     """The clips under ``paths``: a video file is one clip; in a folder, every folder that holds images
-    directly (at any depth) is one clip, frames in name order, and every video file is one. An error names
-    a path that holds none, or a clip shorter than ``frames``."""
+    directly (at any depth) is one clip, and every video file is one. An error names a path that holds none
+    (``load_clip`` checks each clip's length)."""
     from vsr.video import is_video_path
 
     found: list[Path] = []

@@ -248,7 +248,7 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     needs_vgg = cfg.loss in ("vgg", "perpix") or (cfg.loss == "gan" and cfg.content == "vgg")
 
     paths = list_images(cfg.data) if cfg.data else []
-    clips = clip_sources(cfg.clips, frames=cfg.seq_len) if cfg.clips else []
+    clips = clip_sources(cfg.clips) if cfg.clips else []
     shard, clip_shard = paths[ddp.rank :: ddp.world], clips[ddp.rank :: ddp.world]
     if not shard and not clip_shard:
         raise DataError(f"{len(paths) + len(clips)} training images and clips cannot feed {ddp.world} ranks")
