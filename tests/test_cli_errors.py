@@ -359,3 +359,33 @@ def test_a_stop_that_python_swallows_is_raised_again_at_the_next_frame(monkeypat
         list(engine.upscale_frames(iter(frames)))
     assert len(list(engine.upscale_frames(iter(frames)))) == 3  # raised once: the next run is not stopped
     interrupt.clear()
+
+
+def test_a_swallowed_stop_prints_no_traceback_and_ends_the_command_as_sigterm(monkeypatch):
+    """Under ``user_errors`` Python's "Exception ignored" report of a swallowed stop is silenced (other
+    unraisable errors still reach the previous hook), and the stop ends the command with 143."""
+    import weakref
+
+    import typer
+
+    from vsr import interrupt
+    from vsr.cli import _raise_terminated, user_errors
+
+    class Thing:
+        pass
+
+    reported: list = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with pytest.raises(typer.Exit) as stop:
+        with user_errors():
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: _raise_terminated(signal.SIGTERM, None))
+            del thing
+            other = Thing()
+            ref2 = weakref.ref(other, lambda _: 1 / 0)
+            del other
+            assert ref() is None and ref2() is None
+            interrupt.check()  # what the frame loop does
+    assert stop.value.exit_code == 143
+    assert [u.exc_type for u in reported] == [ZeroDivisionError]  # only the unrelated error was reported
+    assert sys.unraisablehook == reported.append  # restored

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
@@ -38,15 +39,27 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _quiet_stops(previous: Callable[[Any], object]) -> Callable[[Any], object]:
+    """An ``unraisablehook`` that says nothing of a stop Python swallowed (a signal's exception raised in a
+    weakref callback or ``__del__``): ``interrupt`` raises it again, and the user sees one line, no traceback."""
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            return
+        previous(unraisable)
+    return hook
+
+
 @contextmanager
 def user_errors(on_interrupt: str | Callable[[], str] = "nothing was written") -> Iterator[None]:
     """Turn library errors into one readable line and exit code 1 (130 on Ctrl-C, 143 on SIGTERM); what an
     interruption left is said by ``on_interrupt`` (a callable is asked at that moment)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = (signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT))
+        previous = (signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT),
+                    sys.unraisablehook)
         if previous[1] is signal.default_int_handler:  # not where Ctrl-C is ignored (a background job)
             signal.signal(signal.SIGINT, _raise_interrupted)
+        sys.unraisablehook = _quiet_stops(previous[2])
     try:
         yield
     except VsrError as exc:
@@ -69,6 +82,7 @@ def user_errors(on_interrupt: str | Callable[[], str] = "nothing was written") -
         if previous is not None:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
+            sys.unraisablehook = previous[2]
 
 
 def _system_error(exc: Exception) -> str | None:
