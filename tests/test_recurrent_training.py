@@ -18,7 +18,7 @@ from vsr.errors import DataError, VsrError, WeightsError
 from vsr.inference import Upscaler
 from vsr.models import RecurrentSRResNet, SRResNet
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
-from vsr.trainer import export, resume_config, train
+from vsr.trainer import export, load_val_clips, resume_config, train
 from vsr.weights import load, save
 
 
@@ -203,6 +203,14 @@ def test_validation_on_clip_folders_or_images(tmp_path: Path, layout: str):
     rows = _log(run)
     assert rows[-1]["val_psnr"] and float(rows[-1]["val_psnr"]) > 5
     assert (run / "grid.png").is_file()
+
+
+def test_validation_clips_are_in_the_same_natural_order_as_training_clips(tmp_path: Path):
+    _clip_folder(tmp_path / "val" / "clip", frames=11)  # im1 .. im11
+    (clip,) = load_val_clips(tmp_path / "val")
+    assert torch.equal(torch.stack(clip), load_clip(tmp_path / "val" / "clip", frames=2))
+    steps = [int(b[0, 0, 0]) - int(a[0, 0, 0]) for a, b in zip(clip, clip[1:])]
+    assert steps == [20] * 10  # frame i is the texture + 20 * i: im2 follows im1, not im10
 
 
 def test_gan_loss_runs_on_sequences(tmp_path: Path):

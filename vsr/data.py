@@ -3,6 +3,7 @@ degradations (bicubic BI, Gaussian BD; the realistic chain and codecs are in ``v
 themselves are read by ``vsr.images``."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,11 @@ def list_images(folders: Iterable[str | Path]) -> list[Path]:
             raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
         found.extend(files)
     return found
+
+
+def frame_order(path: Path) -> list[int | str]:
+    """Sort key for the frames of a clip: digit runs compare as numbers (im2 before im10), the rest as text."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def load_images(paths: Sequence[Path], *, min_size: int = 0) -> list[torch.Tensor]:

@@ -274,7 +274,6 @@ class _SegmentRun:
         self.progress = progress
         self.engine = engine
         self.decoded = 0
-        self.record: SegmentRecord | None = None
 
     def __enter__(self) -> _SegmentRun:
         seg, task = self.seg, self.task
@@ -322,11 +321,10 @@ class _SegmentRun:
                            f"{self.writer.frames_written}")
         notes = tuple(self.writer.notes)
         self.stack.close()
-        self.record = SegmentRecord(index=seg.index, frames=self.decoded, info=self.writer.info, notes=notes,
-                                    corrupt_packets=self.reader.corrupt_packets,
-                                    concealed_frames=self.reader.concealed_frames)
-        self.work.commit(self.record)
-        return self.record
+        record = SegmentRecord(index=seg.index, frames=self.decoded, info=self.writer.info, notes=notes,
+                               corrupt_packets=self.reader.corrupt_packets, concealed_frames=self.reader.concealed_frames)
+        self.work.commit(record)
+        return record
 
 
 WARMUP_FRAMES = 5  # frames a temporal model sees before a segment (after the first) to build up its state

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsr.data import CropSampler, degrade_bicubic, degrade_gaussian, load_images
+from vsr.data import CropSampler, degrade_bicubic, degrade_gaussian, frame_order, load_images
 from vsr.degrade import DegradationConfig
 from vsr.errors import DataError, VsrError
 from vsr.images import is_image_path
@@ -190,7 +189,7 @@ def load_clip(path: Path, *, frames: int) -> torch.Tensor:
     """One clip as (F, 3, H, W) uint8: a folder's images in natural name order (im2 before im10), or a video's first ``CLIP_FRAMES``
     frames (8-bit RGB; the log says when a video is longer)."""
     if path.is_dir():
-        images = load_images(sorted((p for p in path.iterdir() if p.is_file() and is_image_path(p)), key=_natural))
+        images = load_images(sorted((p for p in path.iterdir() if p.is_file() and is_image_path(p)), key=frame_order))
         sizes = {tuple(img.shape) for img in images}
         if len(sizes) > 1:
             raise DataError(f"--clips {path}: its frames differ in size ({', '.join(f'{s[2]}x{s[1]}' for s in sorted(sizes))})")
@@ -199,11 +198,6 @@ def load_clip(path: Path, *, frames: int) -> torch.Tensor:
     if len(images) < frames:
         raise DataError(f"--clips {path}: {len(images)} frame(s), fewer than the {frames} of a training sequence")
     return torch.stack(images)
-
-
-def _natural(path: Path) -> list[int | str]:
-    """Sort key: digit runs compare as numbers (im2 < im10), the rest as text."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _video_frames(path: Path) -> list[torch.Tensor]:

@@ -28,7 +28,7 @@ from vsr import interrupt
 from vsr import weights as weights_io
 from vsr.atomic import atomic_output
 from vsr.config import TrainConfig, to_dict, train_config_from_dict
-from vsr.data import CropSampler, degrade_bicubic, list_images, load_images, mod_crop
+from vsr.data import CropSampler, degrade_bicubic, frame_order, list_images, load_images, mod_crop
 from vsr.degrade import Condition, parse_condition, parse_degradation
 from vsr.degrade import config_dict as degradation_dict
 from vsr.device import autocast, resolve_device, resolve_precision
@@ -43,7 +43,7 @@ from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
-ARCHS = ("srresnet", "recurrent-srresnet")
+ARCHS = weights_io.KNOWN_ARCHS
 TEMPORAL_ARCHS = ("recurrent-srresnet",)
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
               "val_psnr_deg", "seconds"]
@@ -341,12 +341,12 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, wha
 
 
 def load_val_clips(folder: str | Path) -> list[list[torch.Tensor]]:
-    """Validation sequences: each sub-folder of images is one clip (frames in name order), as Vid4's GT/; a
-    folder of images alone gives one 1-frame clip per image."""
+    """Validation sequences: each sub-folder of images is one clip (frames in natural name order, as
+    ``--clips``), as Vid4's GT/; a folder of images alone gives one 1-frame clip per image."""
     folder = Path(folder)
     subs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if subs:
-        return [load_images(list_images([sub])) for sub in subs]
+        return [load_images(sorted(list_images([sub]), key=frame_order)) for sub in subs]
     return [[img] for img in load_images(list_images([folder]))]
 
 

@@ -54,7 +54,7 @@ def run(
     arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames) or recurrent-srresnet (streaming, trained on --clips and/or synthetic sequences from the --data images; --init srresnet-mse warm-starts it exactly).")] = Arch(DEFAULTS.arch),
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per training sequence of a temporal --arch (default 5; at least 2).")] = None,
     motion: Annotated[float, typer.Option(min=0, help="Temporal --arch: the camera's largest shift per frame along each axis, in HR px.")] = DEFAULTS.motion,
-    clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Temporal --arch: real clips to train on (repeat): a video file, or a folder where every folder of frames (in name order) and every video is one clip.")] = None,
+    clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Temporal --arch: real clips to train on (repeat): a video file, or a folder where every folder of frames (in natural name order: im2 before im10) and every video is one clip.")] = None,
     clip_share: Annotated[Optional[float], typer.Option(min=0, max=1, help="With --clips and --data: the share of sequences cut from the clips (default 0.5); the rest move over the stills.")] = None,
     core_lr: Annotated[float, typer.Option(min=0, max=1, help="Temporal --arch: the SRResNet core's learning rate as a fraction of --lr (0 freezes it; the temporal layers learn at --lr).")] = DEFAULTS.core_lr,
     loss: Annotated[Loss, typer.Option(help="Generator loss.")] = Loss(DEFAULTS.loss),
