@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from vsr import bench
 from vsr.cli import app
 from vsr.data import CropSampler
+from vsr.errors import DataError
+from vsr.sequences import SequenceSampler
 from vsr.degrade import (CodecStep, Condition, Degrader, JpegStep, codec_encode, codec_roundtrip,
                          parse_condition, parse_degradation)
 from vsr.inference import Upscaler
@@ -93,7 +95,7 @@ def test_degrader_follows_the_seed_and_makes_real_damage():
     cfg = parse_degradation("real:clean_prob=0,codec_prob=1,h265_share=0.5")
     deg = Degrader(cfg, crop=32)
     torch.manual_seed(0)
-    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(8, 32 + cfg.margin, 32 + cfg.margin)]))
+    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(8, cfg.region(32), cfg.region(32))]))
     lr1, hr1 = deg(regions, 7)
     lr2, hr2 = deg(regions, 7)
     lr3, _ = deg(regions, 8)
@@ -109,6 +111,34 @@ def test_clean_share_is_exactly_bicubic_of_the_target_crop():
     regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(4, 41, 41)]))
     lr, hr = deg(regions, 3)
     assert torch.equal(lr, imresize(hr.float(), 0.25).round().clamp(0, 255).to(torch.uint8))
+
+
+def test_context_degrades_a_larger_region_and_cuts_the_crop_from_inside_it():
+    cfg = parse_degradation("real:clean_prob=1,codec_prob=0,context=2")
+    assert cfg.region(32) == 64
+    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(6, 64, 64)]))
+    lr, hr = Degrader(cfg, crop=32)(regions, 5)
+    assert lr.shape == (6, 3, 8, 8) and hr.shape == (6, 3, 32, 32)
+    whole = imresize(regions.float(), 0.25).round().clamp(0, 255).to(torch.uint8)  # the LR of the whole region
+    places = set()
+    for i in range(6):
+        at = [(y, x) for y in range(9) for x in range(9) if torch.equal(hr[i], regions[i, :, 4 * y:4 * y + 32, 4 * x:4 * x + 32])]
+        assert at, "the target is not a crop of its region at a whole LR pixel"
+        y, x = at[0]
+        assert torch.equal(lr[i], whole[i, :, y:y + 8, x:x + 8])  # its LR comes from the region's, cut alike
+        places.add(at[0])
+    assert len(places) > 1  # the crop lands at different places
+
+
+def test_context_with_a_codec_follows_the_seed_and_is_refused_for_sequences():
+    cfg = parse_degradation("real:clean_prob=0,codec_prob=1,context=2")
+    regions = torch.from_numpy(np.stack([c.transpose(2, 0, 1) for c in _clip(4, cfg.region(32), cfg.region(32))]))
+    deg = Degrader(cfg, crop=32)
+    (lr1, hr1), (lr2, hr2) = deg(regions, 3), deg(regions, 3)
+    assert lr1.shape == (4, 3, 8, 8) and torch.equal(lr1, lr2) and torch.equal(hr1, hr2)
+    images = [torch.from_numpy(c.transpose(2, 0, 1).copy()) for c in _clip(2, 96, 96)]
+    with pytest.raises(DataError, match="context"):
+        SequenceSampler(images, crop=32, frames=3, degradation=cfg)
 
 
 def test_sampler_with_a_degradation_is_deterministic_and_prefetch_changes_nothing():

@@ -91,7 +91,7 @@ class CropSampler:
         self.crop, self.scale, self.device = crop, scale, torch.device(device)
         self.degradation = degradation or DegradationConfig()
         self.degrader = None if self.degradation.is_clean else Degrader(self.degradation, crop=crop)
-        self.region = crop + self.degradation.margin  # room around the crop for a moving sequence
+        self.region = self.degradation.region(crop)  # room around the crop for context or a moving sequence
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
         self._ahead: dict[int, Future] = {}
         # decoded once; on a GPU the whole set lives in device memory and crops never touch the host

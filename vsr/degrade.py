@@ -270,15 +270,19 @@ class DegradationConfig:
     motion: int = 3  # max HR pixels of motion per frame (whole HR pixels = sub-pixel LR motion)
     second_pass_prob: float = 0.0  # a second blur/noise/compression pass, as Real-ESRGAN does
     groups: int = 4  # crops of a batch share one draw per group (codecs run once per group, tiled)
+    context: int = 1  # single frames: the chain runs on regions context x the crop's side, the crop is cut from
+    #                   inside afterwards (codecs see bigger pictures than the training crop)
 
     @property
     def is_clean(self) -> bool:
         return self.name in ("bi", "bd")
 
-    @property
-    def margin(self) -> int:
-        """Extra HR pixels a crop needs around it for the motion of a video sequence."""
-        return 0 if self.is_clean or not self.codec_prob else self.motion * (self.frames - 1)
+    def region(self, crop: int) -> int:
+        """The side of the HR region a crop of side ``crop`` is degraded from: the crop, or ``context`` crops,
+        plus room for the motion of a video sequence."""
+        if self.is_clean:
+            return crop
+        return crop * self.context + (self.motion * (self.frames - 1) if self.codec_prob else 0)
 
 
 DEGRADATION_PRESETS: dict[str, DegradationConfig] = {
@@ -415,12 +419,13 @@ class Degrader:
     """Makes (LR, HR) uint8 pairs from HR regions with a :class:`DegradationConfig`, drawn from a seed."""
 
     def __init__(self, cfg: DegradationConfig, *, crop: int) -> None:
-        if cfg.frames < 1 or cfg.groups < 1 or cfg.blur_size % 2 == 0:
-            raise VsrError("degradation: frames and groups must be >= 1 and blur_size odd")
+        if cfg.frames < 1 or cfg.groups < 1 or cfg.context < 1 or cfg.blur_size % 2 == 0:
+            raise VsrError("degradation: frames, groups and context must be >= 1 and blur_size odd")
         self.cfg, self.crop = cfg, crop
 
     def __call__(self, regions: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``regions`` (B, 3, crop+margin, crop+margin) uint8 on the CPU -> (LR (B, 3, crop/4, crop/4), HR (B, 3, crop, crop))."""
+        """``regions`` (B, 3, R, R) uint8 on the CPU, R = ``cfg.region(crop)`` -> (LR (B, 3, crop/4, crop/4), HR (B, 3,
+        crop, crop))."""
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -433,9 +438,9 @@ class Degrader:
             hrs.append(hr)
         return torch.cat(lrs), torch.cat(hrs)
 
-    def _windows(self, regions: torch.Tensor, rng: np.random.Generator, frames: int) -> torch.Tensor:
-        """(N, T, 3, crop, crop): the crop moving at constant velocity (whole HR px, jittered) in each region."""
-        c, m = self.crop, regions.shape[-1] - self.crop
+    def _windows(self, regions: torch.Tensor, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor:
+        """(N, T, 3, size, size): a window moving at constant velocity (whole HR px, jittered) in each region."""
+        c, m = size, regions.shape[-1] - size
         src = regions.numpy()
         out = []
         for i in range(regions.shape[0]):
@@ -466,9 +471,17 @@ class Degrader:
     def _group(self, regions: torch.Tensor, rng: np.random.Generator, gen: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
         clean, use_codec, use_jpeg = self._draw(rng)
-        frames = self.cfg.frames if use_codec and regions.shape[-1] > self.crop else 1
-        seq = self._windows(regions, rng, frames) if regions.shape[-1] > self.crop else regions[:, None]
-        return self._chain(seq, rng, gen, clean, use_codec, use_jpeg)[:, -1], seq[:, -1].clone()
+        size = self.crop * self.cfg.context
+        frames = self.cfg.frames if use_codec and regions.shape[-1] > size else 1
+        seq = self._windows(regions, rng, frames, size) if regions.shape[-1] > size else regions[:, None]
+        lr, hr = self._chain(seq, rng, gen, clean, use_codec, use_jpeg)[:, -1], seq[:, -1]
+        if size == self.crop:
+            return lr, hr.clone()
+        # the training crop from inside the degraded region, at any LR pixel (so any codec block phase)
+        c, spare = self.crop // SCALE, (size - self.crop) // SCALE
+        at = rng.integers(0, spare + 1, size=(lr.shape[0], 2))
+        return (torch.stack([lr[i, :, y:y + c, x:x + c] for i, (y, x) in enumerate(at)]),
+                torch.stack([hr[i, :, SCALE * y:SCALE * (y + c), SCALE * x:SCALE * (x + c)] for i, (y, x) in enumerate(at)]))
 
     def _chain(self, seq: torch.Tensor, rng: np.random.Generator, gen: torch.Generator, clean: bool, use_codec: bool,
                use_jpeg: bool, *, every_frame: bool = False) -> torch.Tensor:

@@ -70,6 +70,9 @@ class SequenceSampler(CropSampler):
         self.clips = list(clips)
         super().__init__(images, crop=crop, scale=scale, device=device, degradation=degradation)
         self.frames, self.motion = frames, motion
+        if self.degradation.context > 1 and not self.degradation.is_clean:
+            raise DataError(f"degradation context {self.degradation.context}: context is for single-frame training "
+                            "(a temporal model's sequences are degraded at their crop size)")
         need = motion.min_size(crop, frames)
         small = [i for i, img in enumerate(images) if min(img.shape[-2:]) < need]
         if small:

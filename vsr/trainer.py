@@ -259,7 +259,7 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
                                   clips=[load_clip(c, frames=cfg.seq_len) for c in clip_shard],
                                   clip_share=cfg.clip_share)
     else:
-        sampler = CropSampler(load_images(shard, min_size=cfg.crop + degradation.margin), crop=cfg.crop,
+        sampler = CropSampler(load_images(shard, min_size=degradation.region(cfg.crop)), crop=cfg.crop,
                               device=device, degradation=degradation)
     val_clips = load_val_clips(cfg.val) if temporal and cfg.val and ddp.main else []
     if temporal:
