@@ -170,6 +170,36 @@ def test_a_new_frame_size_restarts_and_a_wrong_state_is_refused():
         model(torch.rand(1, 3, 10, 13), state)
 
 
+def test_lanes_join_and_leave_and_each_gets_its_own_stream():
+    """Streams with states kept apart (segments side by side): each stream's pictures are those it gets alone,
+    whoever shares its calls and whenever it joins; a state of another frame size restarts that stream alone."""
+    model = _temporal(8)
+    up = Upscaler(model, device=CPU, fuse=False)
+    clips = {"a": _clip(6), "b": _clip(3, shift=21), "c": _clip(3, shift=50)}
+    joins = {"a": 0, "b": 2, "c": 3}  # the call at which each stream joins; it leaves after its last frame
+    states: dict[str, tuple | None] = {k: None for k in clips}
+    got: dict[str, list[np.ndarray]] = {k: [] for k in clips}
+    sizes = []
+    for t in range(6):
+        live = [k for k in clips if joins[k] <= t < joins[k] + len(clips[k])]
+        out, new = up.upscale_lanes(np.stack([clips[k][t - joins[k]] for k in live]), [states[k] for k in live])
+        sizes.append(len(live))
+        for k, y, st in zip(live, out, new):
+            got[k].append(y)
+            states[k] = st
+    assert sizes == [1, 1, 2, 3, 3, 2]
+    for k, clip in clips.items():
+        alone, _ = _stream(up, clip[None])
+        assert np.abs(np.stack(got[k]).astype(int) - alone[0]).max() <= 1, k
+        assert np.abs(np.stack(got[k])[1:].astype(int) - _stream(up, clip[1:][None])[0][0]).max() > 2  # state used
+    other = _clip(2, 13, 10)  # stream a's state does not fit this size: a restarts; d is fresh
+    out, _ = up.upscale_lanes(np.stack([other[0], other[1]]), [states["a"], None])
+    fresh, _ = _stream(up, other[:, None])
+    assert np.abs(out.astype(int) - fresh[:, 0]).max() <= 1
+    with pytest.raises(ValueError, match="2 state"):
+        up.upscale_lanes(other[:1], [None, None])
+
+
 def test_temporal_models_refuse_the_image_calls_and_tiles():
     model = _temporal()
     up = Upscaler(model, device=CPU)

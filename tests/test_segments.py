@@ -14,6 +14,7 @@ from conftest import tiny_model
 
 from vsr.errors import VsrError
 from vsr.inference import Upscaler
+from vsr.pipeline import WARMUP_FRAMES as WARMUP
 from vsr.pipeline import Engine
 from vsr.segments import plan_segments
 from vsr.video import EncodeSettings
@@ -264,3 +265,46 @@ def test_a_temporal_model_streams_each_segment_from_its_warm_up_frames(tmp_path:
     one = _temporal_engine(0, batch=1).upscale_frames(lr)  # one stream over the whole clip, in batches of 1 ...
     assert all((a == b).all() for a, b in zip(one, stream(lr), strict=True))  # ... equals the frame loop
     assert not all((a == b).all() for a, b in zip(got[9:], stream(lr)[9:]))  # (the warm-up starts are real)
+
+
+def test_a_temporal_model_runs_segments_side_by_side(tmp_path: Path, monkeypatch):
+    """With a batch of 3, three segments share each model call (frame t of each) and a finished one makes room
+    for the next; the file is the one segments run one after another make (the same pictures, frames, audio)."""
+    src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio="aac")
+    calls: list[int] = []
+    lanes = Upscaler.upscale_lanes
+
+    def spy(self, frames, states, **kw):
+        calls.append(len(frames))
+        return lanes(self, frames, states, **kw)
+
+    monkeypatch.setattr(Upscaler, "upscale_lanes", spy)
+    side = _temporal_engine(0.75, batch=3).upscale_video(src, tmp_path / "side.mkv")
+    segs = plan_segments(list(range(40)), Fraction(12), 0.75, warmup=WARMUP)
+    assert sum(calls) == 40 + sum(s.warmup for s in segs)  # every frame and warm-up frame once
+    assert max(calls) == 3 and len(calls) < sum(calls) / 2  # batched: most calls hold several segments
+    calls.clear()
+    alone = _temporal_engine(0.75, batch=1).upscale_video(src, tmp_path / "alone.mkv")
+    assert calls == []  # batch 1: one segment after another, through upscale_stream
+    assert side.frames_out == alone.frames_out == 40
+    a, b = pictures(tmp_path / "side.mkv"), pictures(tmp_path / "alone.mkv")
+    assert len(a) == len(b) == 40 and max(np.abs(x.astype(int) - y).max() for x, y in zip(a, b)) <= 1
+    assert packets(tmp_path / "side.mkv", "audio") == packets(tmp_path / "alone.mkv", "audio")
+    assert [p[:3] for p in packets(tmp_path / "side.mkv", "video")] == [p[:3] for p in packets(tmp_path / "alone.mkv", "video")]
+    assert leftovers(tmp_path) == []
+
+
+def test_an_interrupted_side_by_side_run_keeps_its_finished_segments_and_resumes(tmp_path: Path):
+    src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio="aac")
+    _temporal_engine(0.75, batch=3).upscale_video(src, tmp_path / "whole.mkv")
+    out = tmp_path / "out.mkv"
+    first = _temporal_engine(0.75, batch=3)
+    with pytest.raises(Stop):  # segments 0-2 (27 frames) finish side by side, then 3 and 4 start
+        first.upscale_video(src, out, progress=interrupt_after(30))
+    work = work_dir_for(out)
+    assert sorted(p.name for p in work.glob("seg-*.json")) == [f"seg-0000{i}.json" for i in range(3)]
+    assert "3 of 5 segments" in first.interrupted() and not out.exists()
+    res = _temporal_engine(0.75, batch=3).upscale_video(src, out)
+    assert res.frames_out == 40 and any("resumed: 3 of 5 segments" in n for n in res.notes), res.notes
+    assert packets(out, "video") == packets(tmp_path / "whole.mkv", "video")
+    assert not work.exists() and leftovers(tmp_path) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -204,22 +205,55 @@ class Upscaler:
         (``detect_cuts``), and all restart when the frame size changes. The state stays on the device; a
         different number of streams than the state holds is a ValueError. ``yuv``: as in ``upscale``.
         """
-        d = self.descriptor
-        if not d.temporal:
-            raise VsrError(f"{d.arch} is not a temporal model; use Upscaler.upscale")
-        if yuv is not None and frames.dtype != np.uint8:
-            raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
-        x = self._to_device(frames)
-        n, _, h, w = x.shape
-        xin = self._prepare(x)
+        x, xin = self._stream_input(frames, yuv)
+        n = x.shape[0]
         if state is not None:
             if not isinstance(state, tuple) or not state or state[0].shape[0] != n:
                 have = state[0].shape[0] if isinstance(state, tuple) and state else "?"
                 raise ValueError(f"the state holds {have} stream(s) but {n} frame(s) were given")
             if state[0].shape[-2:] != xin.shape[-2:]:
                 state = None  # a new frame size: every stream starts afresh
-            elif detect_cuts:
-                state = reset_where(state, scene_cut(state[0], xin), xin)
+        return self._stream_step(x, xin, state, frames.dtype, detect_cuts=detect_cuts, yuv=yuv)
+
+    @torch.inference_mode()
+    def upscale_lanes(self, frames: np.ndarray, states: Sequence[StreamState | None], *, detect_cuts: bool = True,
+                      yuv: Yuv420 | None = None) -> tuple[np.ndarray, list[StreamState]]:
+        """``upscale_stream`` for N streams whose states are kept apart, so that streams can join and leave
+        between calls (segments run side by side): ``states[i]`` is stream i's state from an earlier call (None:
+        a fresh start; a state of another frame size restarts that stream alone) -> (the pictures, the N next
+        states). Each stream gets what ``upscale_stream`` alone would give it (to the rounding of a batched call)."""
+        x, xin = self._stream_input(frames, yuv)
+        n = x.shape[0]
+        if len(states) != n:
+            raise ValueError(f"{len(states)} state(s) for {n} frame(s)")
+        fits = [s is not None and s[0].shape[0] == 1 and s[0].shape[-2:] == xin.shape[-2:] for s in states]
+        state: StreamState | None = None
+        if any(fits):
+            like = states[fits.index(True)]
+            assert like is not None
+            parts = [s if ok and s is not None else tuple(torch.zeros_like(t) for t in like) for s, ok in zip(states, fits)]
+            state = tuple(torch.cat(p) for p in zip(*parts))
+            fresh = torch.tensor([not ok for ok in fits], device=xin.device)
+            state = reset_where(state, fresh, xin)  # the fresh streams start as state=None starts them
+        y, new = self._stream_step(x, xin, state, frames.dtype, detect_cuts=detect_cuts, yuv=yuv)
+        return y, [tuple(t[i : i + 1] for t in new) for i in range(n)]
+
+    def _stream_input(self, frames: np.ndarray, yuv: Yuv420 | None) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.descriptor
+        if not d.temporal:
+            raise VsrError(f"{d.arch} is not a temporal model; use Upscaler.upscale")
+        if yuv is not None and frames.dtype != np.uint8:
+            raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
+        x = self._to_device(frames)
+        return x, self._prepare(x)
+
+    def _stream_step(self, x: torch.Tensor, xin: torch.Tensor, state: StreamState | None, dtype: np.dtype, *,
+                     detect_cuts: bool, yuv: Yuv420 | None) -> tuple[np.ndarray, StreamState]:
+        """The model over prepared frames ``xin`` and a state of their size (or None), in calls of at most
+        ``call_pixels``; streams where a scene cut is seen restart first."""
+        n, _, h, w = x.shape
+        if state is not None and detect_cuts:
+            state = reset_where(state, scene_cut(state[0], xin), xin)
         per_call = max(1, self.call_pixels() // (h * w))
         outs, states = [], []
         for i in range(0, n, per_call):
@@ -232,4 +266,4 @@ class Upscaler:
         y = torch.cat(outs) if len(outs) > 1 else outs[0]
         if yuv is not None:
             return rgb_to_yuv420p(y, yuv).cpu().numpy(), new_state
-        return self._to_host(y, frames.dtype), new_state
+        return self._to_host(y, dtype), new_state

@@ -16,7 +16,8 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,22 @@ class _ModelStream:
     def frames(self, batch: list[Frame]) -> list[Frame]:
         """The batch's frames upscaled, timing unchanged (as YUV planes where the stream makes them)."""
         images = self(list(f.image for f in batch))
-        return [replace(f, image=up, pix_fmt="yuv420p" if self.yuv else f.pix_fmt) for f, up in zip(batch, images)]
+        return [_upscaled(f, up, self.yuv) for f, up in zip(batch, images)]
+
+
+def _upscaled(frame: Frame, image: np.ndarray, yuv: Yuv420 | None) -> Frame:
+    """``frame`` with its picture replaced by the upscaled ``image`` (YUV planes where ``yuv``), timing unchanged."""
+    return replace(frame, image=image, pix_fmt="yuv420p" if yuv else frame.pix_fmt)
+
+
+class _Lane:
+    """A segment in a side-by-side run of a temporal model: its run, its frames still to come, its state."""
+
+    def __init__(self, run: _SegmentRun) -> None:
+        self.run, self.frames, self.state = run, run.items(), None
+
+    def next_frame(self) -> Frame | None:
+        return next(self.frames, None)
 
 
 class _SegmentRun:
@@ -267,8 +283,9 @@ class _SegmentRun:
     written by an encoder thread; the caller takes ``items()``, hands the upscaled frames to ``keep`` (the
     warm-up frames' pictures are dropped there) and ends with ``finish`` (checked, recorded as done)."""
 
-    def __init__(self, engine: Engine, task: SegmentTask, progress: Progress | None) -> None:
+    def __init__(self, engine: Engine, task: SegmentTask, progress: Progress | None, *, depth: int | None = None) -> None:
         self.task, self.seg = task, task.segment
+        self.depth = depth  # frames each queue holds (default: two batches and two)
         self.warm = self.seg.warmup if engine.temporal else 0  # frames the model sees first, not kept
         self.yuv = engine.output_target(task.plan)
         self.progress = progress
@@ -285,7 +302,7 @@ class _SegmentRun:
             frames = self.reader.frames_between(seg.warm_start if self.warm else seg.start, seg.end,
                                                 first_index=seg.first_frame - self.warm)
             self.batch_size = self.engine.batch_for(self.reader.info.height, self.reader.info.width)
-            depth = self.engine.queue_frames or 2 * self.batch_size + 2
+            depth = self.engine.queue_frames or self.depth or 2 * self.batch_size + 2
             self.writer = self.stack.enter_context(SegmentWriter(self.work.segment_path(seg.index), task.plan))
             self.pump = _Pump(frames, self.writer, depth=depth, progress=self.progress)
             self.stack.push(self.pump)  # before the threads start: a signal from here on still joins them
@@ -325,6 +342,19 @@ class _SegmentRun:
                                corrupt_packets=self.reader.corrupt_packets, concealed_frames=self.reader.concealed_frames)
         self.work.commit(record)
         return record
+
+
+def _serialised(progress: Progress | None) -> Progress | None:
+    """``progress`` called under a lock, for threads that report at once."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(n: int) -> None:
+        with lock:
+            progress(n)
+
+    return report
 
 
 WARMUP_FRAMES = 5  # frames a temporal model sees before a segment (after the first) to build up its state
@@ -398,8 +428,9 @@ class Engine:
         try:
             if on_start:
                 on_start(job.info, job.frames_done)
-            for seg in job.pending:
-                job.records[seg.index] = self.run_segment(job.task(seg), progress)
+            lanes = self.batch_for(job.info.height, job.info.width) if self.temporal else 1
+            for seg, record in self.run_segments([job.task(s) for s in job.pending], progress, lanes=lanes):
+                job.records[seg.index] = record
             return self.finish_video(job, progress=progress)
         except BaseException as exc:  # Ctrl-C and SIGTERM too: ``interrupted`` then says what is kept
             self.keep_after_failure([job], exc)
@@ -494,6 +525,39 @@ class Engine:
             if batch:
                 run.keep(stream.frames(batch))
             return run.finish()
+
+    def run_segments(self, tasks: Sequence[SegmentTask], progress: Progress | None = None, *, lanes: int = 1
+                     ) -> Iterator[tuple[Segment, SegmentRecord]]:
+        """Make these segments, yielding each one's record as it is finished: one after another, or, for a
+        temporal model with ``lanes`` > 1, up to ``lanes`` segments side by side in lockstep, frame t of each in
+        one model call (``Upscaler.upscale_lanes``: a GPU batch where one stream has only one frame at a time).
+        A segment that ends makes room for the next; every segment's pictures are those it gets alone (to the
+        rounding of a batched call), from its own warm-up frames."""
+        if not self.temporal or lanes < 2 or len(tasks) < 2:
+            for task in tasks:
+                yield task.segment, self.run_segment(task, progress)
+            return
+        todo = deque(tasks)
+        report = _serialised(progress)  # several encoder threads report at once
+        with contextlib.ExitStack() as stack:
+            live: list[_Lane] = []
+            while todo or live:
+                while todo and len(live) < lanes:
+                    live.append(_Lane(stack.enter_context(_SegmentRun(self, todo.popleft(), report, depth=4))))
+                step: dict[Any, list[tuple[_Lane, Frame]]] = {}
+                for lane in list(live):
+                    if (frame := lane.next_frame()) is None:
+                        live.remove(lane)
+                        yield lane.run.seg, lane.run.finish()
+                    else:  # frames of one size, depth and colour target go in one call
+                        step.setdefault((frame.image.shape, frame.image.dtype.str, lane.run.yuv), []).append((lane, frame))
+                for members in step.values():
+                    yuv = members[0][0].run.yuv
+                    images, states = self.upscaler.upscale_lanes(np.stack([f.image for _, f in members]),
+                                                                 [lane.state for lane, _ in members], yuv=yuv)
+                    for (lane, frame), image, state in zip(members, images, states):
+                        lane.state = state
+                        lane.run.keep([_upscaled(frame, image, yuv)])
 
     def finish_video(self, job: VideoJob, *, progress: Progress | None = None) -> Result:
         """Check every segment once more (a damaged one is made again), join them with the input's audio and

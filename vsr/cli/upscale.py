@@ -99,7 +99,7 @@ def upscale(
     weights: Annotated[str, typer.Option(help="Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel).")] = DEFAULT_WEIGHTS,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N; for --jobs also a list cuda:0,cuda:1 or cuda:all.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Frames per model batch (0 = auto: from the frame size and free memory).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Frames per model batch; a temporal model runs this many segments side by side (0 = auto: from the frame size and free memory).")] = 0,
     tile: Annotated[int, typer.Option(help="Tiles of this many input pixels (0 = auto: whole frames unless they exceed the memory budget).")] = 0,
     tile_overlap: Annotated[int, typer.Option(help="Context pixels around each tile (hides seams).")] = 16,
     codec: Annotated[Optional[str], typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9 (default: as input).")] = None,
