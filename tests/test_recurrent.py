@@ -200,6 +200,55 @@ def test_lanes_join_and_leave_and_each_gets_its_own_stream():
         up.upscale_lanes(other[:1], [None, None])
 
 
+def _window(seed: int = 0, window: int = 3) -> RecurrentSRResNet:
+    """A tiny sliding-window model (nothing fed back) whose temporal conv is not zero."""
+    rec = from_srresnet(tiny_model(seed), window=window, feedback=False).eval()
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():  # strong enough that a one-pixel pan of the past frames shows
+        rec.temporal.weight.normal_(0.0, 0.5)
+    return rec
+
+
+def test_the_sliding_window_starts_as_srresnet_and_sees_only_its_window():
+    """window-srresnet: step 0 is the SRResNet exactly; trained, frame t's picture depends on frames t-2..t
+    alone (a stream started two frames early gives the same picture: nothing older leaks in, so no drift)."""
+    base = tiny_model(9)
+    plain = from_srresnet(base, window=3, feedback=False).eval()
+    assert plain.arch == "window-srresnet" and plain.state_channels == (6, 0, 0) and plain.to_hidden is None
+    frames = torch.rand(4, 2, 3, 9, 13)
+    state = None
+    with torch.no_grad():
+        for x in frames:
+            out, state = plain(x, state)
+            assert torch.equal(out, base(x))
+    up = Upscaler(_window(9), device=CPU, fuse=False)
+    clip = _clip(7)[None]
+    whole, _ = _stream(up, clip)
+    for t in range(2, 7):
+        late, _ = _stream(up, clip[:, t - 2:t + 1])
+        np.testing.assert_array_equal(late[:, -1], whole[:, t])
+    one_back, _ = _stream(up, clip[:, 3:5])  # a window of two frames is not the same picture: t-2 matters
+    assert np.abs(one_back[:, -1].astype(int) - whole[:, 4]).max() > 0
+    fresh, _ = _stream(up, clip[:, 4:5])
+    assert np.abs(fresh[:, 0].astype(int) - whole[:, 4]).max() > 2  # the past frames change the picture
+    with pytest.raises(ValueError, match="hidden must be"):
+        RecurrentSRResNet(num_blocks=1, channels=8, hidden=4, feedback=False)
+
+
+def test_the_sliding_window_restarts_at_a_cut_and_round_trips(tmp_path: Path):
+    up = Upscaler(_window(10), device=CPU, fuse=False)
+    a, b = _clip(3), _other_clip(3)
+    got, _ = _stream(up, np.concatenate([a, b])[None])
+    np.testing.assert_array_equal(got[:, 3:], _stream(up, b[None])[0])
+    blind, _ = _stream(up, np.concatenate([a, b])[None], detect_cuts=False)
+    assert np.abs(blind[:, 3].astype(int) - got[:, 3]).max() > 2
+    loaded = load(str(save(_window(10), tmp_path / "win.pt", meta={"name": "win"})))
+    d = loaded.descriptor
+    assert (d.arch, d.temporal, d.tiling, d.params["window"], d.params["feedback"]) == ("window-srresnet", True, False, 3, False)
+    out, _ = _stream(Upscaler(loaded.model, device=CPU, fuse=False), a[None])
+    np.testing.assert_array_equal(out, _stream(up, a[None])[0])
+
+
 def test_temporal_models_refuse_the_image_calls_and_tiles():
     model = _temporal()
     up = Upscaler(model, device=CPU)
@@ -230,7 +279,8 @@ def test_weights_file_round_trip_says_temporal(tmp_path: Path):
     loaded = load(str(path))
     d = loaded.descriptor
     assert (d.arch, d.temporal, d.tiling) == ("recurrent-srresnet", True, False)
-    assert d.params == {"num_blocks": 2, "channels": 16, "scale": 4, "hidden": 32, "temporal_kernel": 3}
+    assert d.params == {"num_blocks": 2, "channels": 16, "scale": 4, "hidden": 32, "temporal_kernel": 3, "window": 2,
+                        "feedback": True}
     assert isinstance(loaded.model, RecurrentSRResNet)
     x = torch.rand(1, 3, 6, 5)
     with torch.no_grad():

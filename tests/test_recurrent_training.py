@@ -19,7 +19,7 @@ from vsr.inference import Upscaler
 from vsr.models import RecurrentSRResNet, SRResNet
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 from vsr.trainer import export, load_val_clips, resume_config, train
-from vsr.weights import load, save
+from vsr.weights import DEFAULT_PARAMS, load, save
 
 
 def _images(folder: Path, n: int = 3, size: tuple[int, int] = (44, 40)) -> Path:
@@ -146,12 +146,13 @@ def test_training_on_clips_alone_and_a_frozen_core(tmp_path: Path):
         train(_cfg(tmp_path / "y", data=[]), quiet=True)
 
 
-def test_warm_start_is_exact_then_training_moves_the_temporal_conv_and_exports(tmp_path: Path):
+@pytest.mark.parametrize("arch", ["recurrent-srresnet", "window-srresnet"])
+def test_warm_start_is_exact_then_training_moves_the_temporal_conv_and_exports(tmp_path: Path, arch: str):
     torch.manual_seed(0)
     base = SRResNet().eval()
     init = save(base, tmp_path / "mse.pt", meta={"name": "mse"})
-    run0 = train(_cfg(tmp_path / "a", steps=0, init=str(init)), quiet=True)
-    rec = RecurrentSRResNet()
+    run0 = train(_cfg(tmp_path / "a", steps=0, init=str(init), arch=arch), quiet=True)
+    rec = RecurrentSRResNet(**DEFAULT_PARAMS[arch])
     rec.load_state_dict(torch.load(run0 / "checkpoint.pt", weights_only=True)["model"])
     rec.eval()
     frames = torch.rand(3, 1, 3, 6, 5)
@@ -161,14 +162,15 @@ def test_warm_start_is_exact_then_training_moves_the_temporal_conv_and_exports(t
             out, state = rec(x, state)
             assert (out - base(x)).abs().max().item() < 1e-6
 
-    run = train(_cfg(tmp_path / "b", steps=4, init=str(init)), quiet=True)
+    run = train(_cfg(tmp_path / "b", steps=4, init=str(init), arch=arch), quiet=True)
     rows = _log(run)
     assert len(rows) == 4 and all(np.isfinite(float(r["pixel_mse"])) for r in rows)
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert ck["config"]["arch"] == "recurrent-srresnet" and ck["config"]["seq_len"] == 3
+    assert ck["config"]["arch"] == arch and ck["config"]["seq_len"] == 3
     assert ck["model"]["temporal.weight"].abs().max() > 0  # the temporal inputs started to matter
     loaded = load(str(export(run, tmp_path / "rec.pt", name="rec")))
-    assert loaded.descriptor.temporal and loaded.meta["train_config"]["arch"] == "recurrent-srresnet"
+    assert loaded.descriptor.temporal and loaded.meta["train_config"]["arch"] == arch
+    assert loaded.descriptor.arch == arch and loaded.model.feedback == (arch == "recurrent-srresnet")
     up = Upscaler(loaded.model, device=torch.device("cpu"), descriptor=loaded.descriptor)
     clip = np.stack([frame_image(i, 7, 6) for i in range(3)])
     state = None

@@ -44,7 +44,7 @@ from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
 ARCHS = weights_io.KNOWN_ARCHS
-TEMPORAL_ARCHS = ("recurrent-srresnet",)
+TEMPORAL_ARCHS = ("recurrent-srresnet", "window-srresnet")
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
               "val_psnr_deg", "seconds"]
 
@@ -319,17 +319,17 @@ def build_generator(arch: str, init: str | None = None) -> nn.Module:
             loaded = weights_io.load(init)
             _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
         return gen
+    params = weights_io.DEFAULT_PARAMS[arch]
     if not init:
-        return RecurrentSRResNet()
+        return RecurrentSRResNet(**params)
     loaded = weights_io.load(init)
     if loaded.descriptor.arch != "srresnet":
-        gen = RecurrentSRResNet()
+        gen = RecurrentSRResNet(**params)
         _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
         return gen
-    gen = from_srresnet(loaded.model)
-    if gen.arch_kwargs != weights_io.RECURRENT_PARAMS:
-        raise WeightsError(f"{loaded.path}: an SRResNet of {loaded.descriptor.params}; {arch} trains with "
-                           f"{weights_io.RECURRENT_PARAMS}")
+    gen = from_srresnet(loaded.model, **{k: params[k] for k in ("hidden", "temporal_kernel", "window", "feedback")})
+    if gen.arch_kwargs != params:
+        raise WeightsError(f"{loaded.path}: an SRResNet of {loaded.descriptor.params}; {arch} trains with {params}")
     return gen
 
 
@@ -645,7 +645,7 @@ def export(run_dir: str | Path, out: str | Path, *, name: str, half: bool = Fals
     arch = ck["config"].get("arch", "srresnet") if isinstance(ck["config"], dict) else "srresnet"
     if arch not in ARCHS:
         raise WeightsError(f"{run_dir}: its generator is a {arch!r}, which this vsr does not know")
-    model = SRResNet() if arch == "srresnet" else RecurrentSRResNet()
+    model = weights_io.describe(arch, {}).build()  # the default sizes, as training builds them
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 FORMAT = "vsr-weights-v1"
 WEIGHTS_DIR = Path(os.environ.get("VSR_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 SRRESNET_PARAMS = {"num_blocks": 16, "channels": 64, "scale": 4}
-RECURRENT_PARAMS = SRRESNET_PARAMS | {"hidden": 32, "temporal_kernel": 3}
+RECURRENT_PARAMS = SRRESNET_PARAMS | {"hidden": 32, "temporal_kernel": 3, "window": 2, "feedback": True}
+# the sliding window: frames t-2, t-1 and t, nothing fed back
+WINDOW_PARAMS = SRRESNET_PARAMS | {"hidden": 0, "temporal_kernel": 3, "window": 3, "feedback": False}
 
 
 @dataclass(frozen=True)
@@ -71,21 +73,22 @@ class ModelDescriptor:
             raise WeightsError(f"{self.arch}({self.params}): {exc}") from None
 
 
-KNOWN_ARCHS = ("srresnet", "recurrent-srresnet")
+KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet")
+DEFAULT_PARAMS = {"srresnet": SRRESNET_PARAMS, "recurrent-srresnet": RECURRENT_PARAMS, "window-srresnet": WINDOW_PARAMS}
 
 
 def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
     """The descriptor of a known architecture with these keyword arguments."""
     if arch not in KNOWN_ARCHS:
         raise WeightsError(f"unknown architecture {arch!r} (known: {', '.join(KNOWN_ARCHS)})")
-    params = (SRRESNET_PARAMS if arch == "srresnet" else RECURRENT_PARAMS) | dict(params)
+    params = DEFAULT_PARAMS[arch] | dict(params)
     channels, scale = int(params["channels"]), int(params["scale"])
     # SRResNet's peak: about three ``channels``-wide maps alive at the output resolution
     peak = 3 * channels * scale**2
     if arch == "srresnet":
         return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak)
-    # the recurrent one adds its state and the temporal conv's input at LR size; its state spans whole frames
-    state = 3 + 3 * scale**2 + int(params["hidden"])
+    # a temporal one adds its state and the temporal conv's input at LR size; its state spans whole frames
+    state = 3 * (int(params["window"]) - 1) + (3 * scale**2 if params["feedback"] else 0) + int(params["hidden"])
     return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * state + channels,
                            tiling=False, temporal=True)
 
@@ -99,7 +102,7 @@ def describe_model(model: nn.Module) -> ModelDescriptor:
         params = {"num_blocks": len(model.blocks), "channels": model.head[0].out_channels, "scale": model.scale}
         return describe("srresnet", params)
     if isinstance(model, RecurrentSRResNet):
-        return describe("recurrent-srresnet", model.arch_kwargs)
+        return describe(model.arch, model.arch_kwargs)
     return ModelDescriptor(arch=type(model).__name__, scale=int(getattr(model, "scale", 4)))
 
 

@@ -4,6 +4,6 @@ from vsr.models.recurrent import RecurrentSRResNet
 from vsr.models.srresnet import SRResNet, count_parameters
 from vsr.models.vgg import VGG54
 
-ARCHITECTURES = {"srresnet": SRResNet, "recurrent-srresnet": RecurrentSRResNet}
+ARCHITECTURES = {"srresnet": SRResNet, "recurrent-srresnet": RecurrentSRResNet, "window-srresnet": RecurrentSRResNet}
 
 __all__ = ["ARCHITECTURES", "Discriminator", "RecurrentSRResNet", "SRResNet", "VGG54", "count_parameters"]

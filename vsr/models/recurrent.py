@@ -1,9 +1,12 @@
-"""A causal recurrent x4 generator (RRN-style implicit alignment, no optical flow) built on SRResNet's parts.
+"""Causal x4 video generators built on SRResNet's parts: recurrent (RRN-style implicit alignment, no optical
+flow) or a sliding window of past frames.
 
-One frame in, one frame out: ``forward(lr, state) -> (sr, new_state)``. The previous LR frame, the previous
-output (pixel-unshuffled to LR size) and a hidden map enter through one zero-initialised conv added to the
-head conv before its PReLU, so a model made by :func:`from_srresnet` computes exactly the SRResNet it came
-from until it is trained. The state is three tensors at the LR size (bounded memory); ``state=None`` starts
+One frame in, one frame out: ``forward(lr, state) -> (sr, new_state)``. The previous LR frame(s), and for the
+recurrent design the previous output (pixel-unshuffled to LR size) and a hidden map, enter through one
+zero-initialised conv added to the head conv before its PReLU, so a model made by :func:`from_srresnet`
+computes exactly the SRResNet it came from until it is trained. The sliding window (``feedback=False``)
+keeps only the last ``window - 1`` LR frames: nothing it made goes back in, so it cannot drift. The state is
+three tensors at the LR size (bounded memory; the window's last two have no channels); ``state=None`` starts
 a stream afresh, :func:`reset_where` restarts chosen streams (at a :func:`scene_cut`, say). Callers decide
 when to reset; ``forward`` never does on its own, so a training unroll and an inference stream agree.
 """
@@ -15,8 +18,9 @@ from torch import nn
 
 from vsr.models.srresnet import SRResNet
 
-# The state: (previous LR input (N, 3, H, W), previous output clamped to [-1, 1] and pixel-unshuffled
-# (N, 3 * scale**2, H, W), hidden map (N, hidden, H, W) in [-1, 1]); a fresh one is (lr, 0, 0).
+# The state: (previous LR inputs, newest first (N, 3 * (window - 1), H, W), previous output clamped to [-1, 1]
+# and pixel-unshuffled (N, 3 * scale**2, H, W), hidden map (N, hidden, H, W) in [-1, 1]); a fresh one is
+# (lr repeated, 0, 0). Without feedback the last two have no channels.
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 CUT_BINS = 32
@@ -30,19 +34,23 @@ class RecurrentSRResNet(nn.Module):
     """x``scale`` streaming generator. Input: RGB in [0, 1] and a state. Output: RGB in [-1, 1] and the next state.
 
     ``core`` is an SRResNet (the same names and tensors as a plain one, under ``core.``); ``temporal`` is
-    the zero-initialised conv that reads the state; ``to_hidden`` makes the next hidden map from the trunk.
+    the zero-initialised conv that reads the state; ``to_hidden`` makes the next hidden map from the trunk
+    (recurrent design only). ``window``: LR frames seen, this one and ``window - 1`` before it; ``feedback``:
+    the previous output and a hidden map go back in (recurrent), or not (a sliding window; ``hidden`` 0).
     """
 
     def __init__(self, *, num_blocks: int = 16, channels: int = 64, scale: int = 4, hidden: int = 32,
-                 temporal_kernel: int = 3) -> None:
+                 temporal_kernel: int = 3, window: int = 2, feedback: bool = True) -> None:
         super().__init__()
-        if hidden < 1 or temporal_kernel < 1 or temporal_kernel % 2 == 0:
-            raise ValueError(f"hidden must be >= 1 and temporal_kernel odd, got {hidden} and {temporal_kernel}")
+        if temporal_kernel < 1 or temporal_kernel % 2 == 0 or window < 2:
+            raise ValueError(f"temporal_kernel must be odd and window >= 2, got {temporal_kernel} and {window}")
+        if (hidden < 1) if feedback else (hidden != 0):
+            raise ValueError(f"hidden must be >= 1 with feedback and 0 without, got {hidden}")
         self.core = SRResNet(num_blocks=num_blocks, channels=channels, scale=scale)
-        self.scale, self.hidden = scale, hidden
-        self.state_channels = (3, 3 * scale * scale, hidden)
+        self.scale, self.hidden, self.window, self.feedback = scale, hidden, window, feedback
+        self.state_channels = (3 * (window - 1), 3 * scale * scale if feedback else 0, hidden)
         self.temporal = nn.Conv2d(sum(self.state_channels), channels, temporal_kernel, padding=temporal_kernel // 2)
-        self.to_hidden = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.to_hidden = nn.Conv2d(channels, hidden, 3, padding=1) if feedback else None
         nn.init.zeros_(self.temporal.weight)
         nn.init.zeros_(self.temporal.bias)
         self.core_frozen = False
@@ -64,13 +72,19 @@ class RecurrentSRResNet(nn.Module):
     def arch_kwargs(self) -> dict[str, int]:
         """The constructor's keyword arguments (what a weights file records)."""
         return {"num_blocks": len(self.core.blocks), "channels": self.core.head[0].out_channels, "scale": self.scale,
-                "hidden": self.hidden, "temporal_kernel": self.temporal.kernel_size[0]}
+                "hidden": self.hidden, "temporal_kernel": self.temporal.kernel_size[0], "window": self.window,
+                "feedback": self.feedback}
+
+    @property
+    def arch(self) -> str:
+        """Its architecture's name: recurrent-srresnet, or window-srresnet for the sliding window."""
+        return "recurrent-srresnet" if self.feedback else "window-srresnet"
 
     def initial_state(self, lr: torch.Tensor) -> State:
         """The state of a fresh start at ``lr``: no motion, no previous output, an empty hidden map."""
         n, _, h, w = lr.shape
         zeros = lr.new_zeros(n, sum(self.state_channels[1:]), h, w)
-        return lr, zeros[:, : self.state_channels[1]], zeros[:, self.state_channels[1]:]
+        return lr.repeat(1, self.window - 1, 1, 1), zeros[:, : self.state_channels[1]], zeros[:, self.state_channels[1]:]
 
     def check_state(self, state: State, lr: torch.Tensor) -> None:
         """A ValueError unless ``state`` is this model's state for frames shaped like ``lr``."""
@@ -93,8 +107,10 @@ class RecurrentSRResNet(nn.Module):
         head = core.head[1](core.head[0](lr) + self.temporal(memory))
         trunk = core.trunk_end(core.blocks(head)) + head
         out = core.decode(trunk)
-        new_state = (lr, F.pixel_unshuffle(out.clamp(-1.0, 1.0), self.scale), torch.tanh(self.to_hidden(trunk)))
-        return out, new_state
+        prev_lr = torch.cat([lr, state[0][:, : -3].to(lr.dtype)], dim=1) if self.window > 2 else lr
+        if self.to_hidden is None:
+            return out, (prev_lr, state[1], state[2])
+        return out, (prev_lr, F.pixel_unshuffle(out.clamp(-1.0, 1.0), self.scale), torch.tanh(self.to_hidden(trunk)))
 
 
 class Unrolled(nn.Module):
@@ -115,12 +131,15 @@ class Unrolled(nn.Module):
         return torch.stack(outs, dim=1)
 
 
-def from_srresnet(model: SRResNet, *, hidden: int = 32, temporal_kernel: int = 3) -> RecurrentSRResNet:
-    """A recurrent generator that computes exactly ``model`` (its tensors copied; the temporal conv at zero)."""
+def from_srresnet(model: SRResNet, *, hidden: int = 32, temporal_kernel: int = 3, window: int = 2,
+                  feedback: bool = True) -> RecurrentSRResNet:
+    """A recurrent (or, ``feedback=False``, sliding-window) generator that computes exactly ``model`` (its tensors
+    copied; the temporal conv at zero)."""
     if not isinstance(model, SRResNet):
         raise TypeError(f"from_srresnet needs an SRResNet, got {type(model).__name__}")
     rec = RecurrentSRResNet(num_blocks=len(model.blocks), channels=model.head[0].out_channels, scale=model.scale,
-                            hidden=hidden, temporal_kernel=temporal_kernel)
+                            hidden=hidden if feedback else 0, temporal_kernel=temporal_kernel, window=window,
+                            feedback=feedback)
     rec.core.load_state_dict(model.state_dict())
     return rec.to(next(model.parameters()).device).train(model.training)
 
@@ -134,10 +153,12 @@ def _luma_histograms(x: torch.Tensor) -> torch.Tensor:
 
 
 def scene_cut(prev_lr: torch.Tensor, lr: torch.Tensor, threshold: float = CUT_THRESHOLD) -> torch.Tensor:
-    """Per stream: is ``lr`` a new shot after ``prev_lr``? (N,) bool. The rule, in one place: the total-variation
+    """Per stream: is ``lr`` a new shot after ``prev_lr`` (a state's first tensor: its first 3 channels are the
+    frame before)? (N,) bool. The rule, in one place: the total-variation
     distance between the two frames' 32-bin luma histograms exceeds ``threshold``. Histograms ignore motion, so
     a panning or zooming shot stays one shot; a jump to other content moves the histogram.
     Frames of different sizes are always a cut."""
+    prev_lr = prev_lr[:, :3]
     if prev_lr.shape != lr.shape:
         return torch.ones(lr.shape[0], dtype=torch.bool, device=lr.device)
     dist = 0.5 * (_luma_histograms(prev_lr) - _luma_histograms(lr)).abs().sum(dim=1)
@@ -148,5 +169,6 @@ def reset_where(state: State, mask: torch.Tensor, lr: torch.Tensor) -> State:
     """``state`` with the streams where ``mask`` (N,) is true restarted at ``lr`` (as ``state=None`` would)."""
     prev_lr, prev_out, hidden = state
     m = mask.to(lr.device).view(-1, 1, 1, 1)
-    return (torch.where(m, lr.to(prev_lr.dtype), prev_lr), torch.where(m, torch.zeros_like(prev_out), prev_out),
+    fresh = lr.to(prev_lr.dtype).repeat(1, prev_lr.shape[1] // 3, 1, 1)
+    return (torch.where(m, fresh, prev_lr), torch.where(m, torch.zeros_like(prev_out), prev_out),
             torch.where(m, torch.zeros_like(hidden), hidden))
