@@ -1,6 +1,7 @@
 """End-to-end `vsr upscale` speed of a temporal (recurrent) model against the single-frame one, in one run.
 
     python benchmarks/temporal_speed.py --clip samples/calendar.mp4 [--temporal runs/rnn.pt] [--device cuda]
+    python benchmarks/temporal_speed.py --size 480x270 --frames 240 --device cuda --precision bf16 --batch-size 8
 
 Issue #15's speed target: the temporal model end to end at least half the single-frame model's speed on the
 same machine. Rows: the single-frame model (frames batched), the temporal model on one segment (one frame a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +46,8 @@ def fps(model: torch.nn.Module, clip: Path, device: torch.device, precision: str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clip", type=Path, default=Path("samples/calendar.mp4"))
+    ap.add_argument("--size", default=None, help="WxH: a synthetic clip of --frames at 24 fps instead of --clip")
+    ap.add_argument("--frames", type=int, default=240)
     ap.add_argument("--weights", default=DEFAULT_WEIGHTS, help="the single-frame model")
     ap.add_argument("--temporal", default=None, help="a temporal model's weights (default: made from --weights)")
     ap.add_argument("--device", default="auto")
@@ -51,6 +55,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4, help="single-frame batch, and the lanes of the last row")
     ap.add_argument("--segment", type=float, default=1.0, help="seconds per segment of the segmented rows")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.size:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            from clips import make_clip
+
+            w, h = (int(v) for v in args.size.split("x"))
+            args.clip = make_clip(Path(tmp) / "in.mp4", frames=args.frames, width=w, height=h, fps=24, audio="aac")
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     single = load(args.weights).model
     if args.temporal:

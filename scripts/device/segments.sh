@@ -15,3 +15,6 @@ timeout 150 python3 benchmarks/parallel_speed.py --size 480x270 --frames ${FRAME
   --segment 2 --preset ${PRESET:-medium} 2>&1 | tee "$OUT/parallel_480x270.md"
 timeout 120 python3 -m pytest -p no:cacheprovider -q tests/test_segments.py tests/test_parallel.py 2>&1 | tail -n 5 \
   | tee "$OUT/segment_tests.log"
+# #15: a temporal model's segments side by side (one model call for frame t of each) against one after another
+timeout 150 python3 benchmarks/temporal_speed.py --size 480x270 --frames 240 --device cuda --precision bf16 \
+  --batch-size 8 --segment 1 2>&1 | tee "$OUT/temporal_480x270.md"
