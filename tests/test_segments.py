@@ -306,5 +306,8 @@ def test_an_interrupted_side_by_side_run_keeps_its_finished_segments_and_resumes
     assert "3 of 5 segments" in first.interrupted() and not out.exists()
     res = _temporal_engine(0.75, batch=3).upscale_video(src, out)
     assert res.frames_out == 40 and any("resumed: 3 of 5 segments" in n for n in res.notes), res.notes
-    assert packets(out, "video") == packets(tmp_path / "whole.mkv", "video")
+    # segment 3 now shares its calls with segment 4 rather than 1 and 2: the same pictures to a batch's rounding
+    a, b = pictures(out), pictures(tmp_path / "whole.mkv")
+    assert len(a) == len(b) == 40 and max(np.abs(x.astype(int) - y).max() for x, y in zip(a, b)) <= 1
+    assert [p[:3] for p in packets(out, "video")] == [p[:3] for p in packets(tmp_path / "whole.mkv", "video")]
     assert not work.exists() and leftovers(tmp_path) == []
