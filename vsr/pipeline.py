@@ -358,6 +358,7 @@ def _serialised(progress: Progress | None) -> Progress | None:
 
 
 WARMUP_FRAMES = 5  # frames a temporal model sees before a segment (after the first) to build up its state
+LANE_QUEUE = 4  # frames each queue of a side-by-side segment holds (it takes one frame a step)
 
 
 class Engine:
@@ -543,7 +544,7 @@ class Engine:
             live: list[_Lane] = []
             while todo or live:
                 while todo and len(live) < lanes:
-                    live.append(_Lane(stack.enter_context(_SegmentRun(self, todo.popleft(), report, depth=4))))
+                    live.append(_Lane(stack.enter_context(_SegmentRun(self, todo.popleft(), report, depth=LANE_QUEUE))))
                 step: dict[Any, list[tuple[_Lane, Frame]]] = {}
                 for lane in list(live):
                     if (frame := lane.next_frame()) is None:
