@@ -9,6 +9,7 @@ the codec part alone, the SRResNet MSE training step rate at the same batch, and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 
@@ -48,8 +49,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = [torch.from_numpy(rng.integers(0, 256, (3, 320, 480), dtype=np.uint8)) for _ in range(8)]
     sampler = CropSampler(images, crop=args.crop, degradation=cfg)
-    codec_only = CropSampler(images, crop=args.crop, degradation=parse_degradation(
-        f"{cfg.name}:clean_prob=0,codec_prob=1,blur_prob=0,noise_prob=0,second_pass_prob=0")) if not cfg.is_clean else None
+    codec_only = CropSampler(images, crop=args.crop, degradation=dataclasses.replace(
+        cfg, clean_prob=0.0, codec_prob=1.0, blur_prob=0.0, noise_prob=0.0, second_pass_prob=0.0)) if not cfg.is_clean else None
 
     def degrade(step: int) -> None:
         torch.set_num_threads(1)
