@@ -38,13 +38,13 @@ from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
                         uses_gan, vgg_loss)
 from vsr.metrics import psnr
-from vsr.models import Discriminator, RecurrentSRResNet, SRResNet
+from vsr.models import Discriminator, RecurrentSRResNet
 from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
 ARCHS = weights_io.KNOWN_ARCHS
-TEMPORAL_ARCHS = ("recurrent-srresnet", "window-srresnet")
+TEMPORAL_ARCHS = tuple(a for a in weights_io.KNOWN_ARCHS if weights_io.describe(a, {}).temporal)
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
               "val_psnr_deg", "seconds"]
 
@@ -313,20 +313,14 @@ def build_generator(arch: str, init: str | None = None) -> nn.Module:
     """The generator of ``arch`` (default sizes), randomly initialised or from the weights ``init``. A recurrent
     one starts from an SRResNet file through ``from_srresnet`` (temporal conv at zero: it computes the SRResNet
     exactly), or from a recurrent file as it is."""
-    if arch == "srresnet":
-        gen: nn.Module = SRResNet()
-        if init:
-            loaded = weights_io.load(init)
-            _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
-        return gen
-    params = weights_io.DEFAULT_PARAMS[arch]
     if not init:
-        return RecurrentSRResNet(**params)
+        return weights_io.describe(arch, {}).build()
     loaded = weights_io.load(init)
-    if loaded.descriptor.arch != "srresnet":
-        gen = RecurrentSRResNet(**params)
+    if arch == "srresnet" or loaded.descriptor.arch != "srresnet":  # the same architecture: its tensors as they are
+        gen = weights_io.describe(arch, {}).build()
         _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
         return gen
+    params = weights_io.DEFAULT_PARAMS[arch]
     gen = from_srresnet(loaded.model, **{k: params[k] for k in ("hidden", "temporal_kernel", "window", "feedback")})
     if gen.arch_kwargs != params:
         raise WeightsError(f"{loaded.path}: an SRResNet of {loaded.descriptor.params}; {arch} trains with {params}")
