@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/clips.py
 
 from vsr.inference import Upscaler  # noqa: E402
 from vsr.models import SRResNet  # noqa: E402
+from vsr.models.recurrent import RecurrentSRResNet, from_srresnet  # noqa: E402
 from vsr.pipeline import Engine  # noqa: E402
 from vsr.weights import save  # noqa: E402
 
@@ -31,6 +32,17 @@ def tiny_model(seed: int = 0) -> SRResNet:
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+def tiny_temporal(seed: int = 0) -> RecurrentSRResNet:
+    """A tiny recurrent model (``tiny_model`` as its core) whose temporal conv is not zero, so that its state
+    changes the pictures."""
+    rec = from_srresnet(tiny_model(seed)).eval()
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        rec.temporal.weight.normal_(0.0, 0.05)
+        rec.temporal.bias.normal_(0.0, 0.05)
+    return rec
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import torch
 from clips import frame_image
 from conftest import tiny_model
+from conftest import tiny_temporal as _temporal
 from typer.testing import CliRunner
 
 from vsr.cli import app
@@ -18,16 +19,6 @@ from vsr.models.recurrent import RecurrentSRResNet, Unrolled, from_srresnet, res
 from vsr.weights import SHIPPED, load, save
 
 CPU = torch.device("cpu")
-
-
-def _temporal(seed: int = 0) -> RecurrentSRResNet:
-    """A tiny recurrent model whose temporal conv is not zero, so that the state changes the output."""
-    rec = from_srresnet(tiny_model(seed)).eval()
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():
-        rec.temporal.weight.normal_(0.0, 0.05)
-        rec.temporal.bias.normal_(0.0, 0.05)
-    return rec
 
 
 def _clip(n_frames: int, w: int = 11, h: int = 9, shift: int = 0) -> np.ndarray:

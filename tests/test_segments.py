@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from clips import make_clip
-from conftest import tiny_model
+from conftest import tiny_model, tiny_temporal
 
 from vsr.errors import VsrError
 from vsr.inference import Upscaler
@@ -224,14 +224,8 @@ def test_a_seek_that_lands_after_the_frame_falls_back_to_the_beginning(tmp_path:
 
 
 def _temporal_engine(seconds: float, *, batch: int = 3) -> Engine:
-    """A tiny random recurrent model whose temporal weights are not zero, so its state changes the pictures."""
-    from vsr.models.recurrent import from_srresnet
-
-    torch.manual_seed(0)
-    model = from_srresnet(tiny_model())
-    with torch.no_grad():
-        model.temporal.weight.normal_(0, 0.05)
-    up = Upscaler(model, device=torch.device("cpu"), precision="fp32")
+    """A tiny random recurrent model whose state changes the pictures, writing lossless RGB."""
+    up = Upscaler(tiny_temporal(), device=torch.device("cpu"), precision="fp32")
     return Engine(up, batch_size=batch, segment_seconds=seconds,
                   settings=EncodeSettings(codec="ffv1", pix_fmt="bgr0"))  # lossless RGB: exact pictures
 
