@@ -3,6 +3,7 @@ chunks with the state passed along change nothing, scene cuts and size changes r
 says it is temporal."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -249,6 +250,30 @@ def test_temporal_models_refuse_the_image_calls_and_tiles():
         Upscaler(model, device=CPU, tile=8)
     with pytest.raises(VsrError, match="not a temporal model"):
         Upscaler(tiny_model(), device=CPU).upscale_stream(_clip(1), None)
+
+
+def test_stills_are_fresh_one_frame_streams_and_an_image_uses_them(tmp_path: Path):
+    """Unrelated pictures (an image, a request's instances) through a temporal model: each is a stream of one
+    frame from a fresh state, nothing passes between them; for a single-frame model it is ``upscale``."""
+    up = Upscaler(_temporal(3), device=CPU)
+    frames = _clip(4)
+    stills = up.upscale_stills(frames)
+    fresh = np.stack([_stream(up, f[None, None])[0][0, 0] for f in frames])
+    assert np.abs(stills.astype(int) - fresh).max() <= 1
+    streamed = _stream(up, frames[None])[0][0]  # the same frames as one stream: the state changes them
+    assert np.abs(streamed[1:].astype(int) - stills[1:]).max() > 3
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    floats = up.run_stills(x).permute(0, 2, 3, 1).mul(255).round().numpy()
+    assert floats.shape == stills.shape and np.abs(floats - stills).max() <= 1
+    single = Upscaler(tiny_model(), device=CPU)
+    np.testing.assert_array_equal(single.upscale_stills(frames), single.upscale(frames))
+    weights = save(_temporal(3), tmp_path / "rec.pt", meta={"name": "rec"})
+    cv2.imwrite(str(tmp_path / "a.png"), frames[2][..., ::-1])
+    res = CliRunner().invoke(app, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--weights",
+                                   str(weights), "--device", "cpu", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    out = cv2.imread(str(tmp_path / "b.png"))[..., ::-1]
+    assert np.abs(out.astype(int) - fresh[2]).max() <= 1
 
 
 def test_fused_recurrent_matches_and_leaves_the_original_alone():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from clips import frame_image, make_clip, probe
 from clips import wait_for_job as _wait
-from conftest import tiny_model
+from conftest import tiny_model, tiny_temporal
 from fastapi.testclient import TestClient
 
 from vsr.inference import Upscaler
@@ -21,6 +21,7 @@ from vsr.pipeline import Engine
 from vsr.serve import ServeConfig, create_app
 from vsr.serve import batcher as batcher_mod
 from vsr.serve import jobs as jobs_mod
+from vsr.video import EncodeSettings
 
 
 BASE = "http://127.0.0.1:8000"  # the Host a loopback-bound server answers to
@@ -171,6 +172,43 @@ def test_running_job_interrupted_by_restart_is_run_again(tmp_path: Path):
     with _client(tmp_path) as client:
         job = _wait(client, "j1")
         assert job["status"] == "done" and "restart" in job["note"]
+
+
+def _decoded(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_a_temporal_model_serves_jobs_as_vsr_upscale_does_and_pictures_as_stills(tmp_path: Path):
+    """A video job of a temporal model goes through its segments side by side with the state carried (the file
+    `vsr upscale`'s engine writes, not per-frame pictures); the pictures of /v1/predict are fresh one-frame streams."""
+    def temporal_engine(model: torch.nn.Module) -> Engine:
+        return Engine(Upscaler(model, device=torch.device("cpu"), precision="fp32"), batch_size=3, segment_seconds=0.5)
+
+    frames = np.random.default_rng(2).integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+    stills = Upscaler(tiny_temporal(), device=torch.device("cpu"), precision="fp32").upscale_stills(frames)
+    clip = make_clip(tmp_path / "in.mp4", frames=14)  # 12 fps: three segments of 0.5 s, two side by side
+    cfg = ServeConfig(workdir=str(tmp_path / "work"))
+    with TestClient(create_app(temporal_engine(tiny_temporal()), {"name": "rec"}, cfg), base_url=BASE) as client:
+        assert client.get("/v1/models").json()["models"][0]["temporal"] is True
+        r = client.post("/v1/predict", json={"instances": frames.tolist()})
+        assert r.status_code == 200, r.text
+        assert np.abs(np.array(r.json()["predictions"]) - stills.astype(int)).max() <= 1
+        r = client.post("/v1/jobs", files={"file": ("in.mp4", clip.read_bytes(), "video/mp4")}, data={"codec": "ffv1"})
+        assert r.status_code == 202, r.text
+        job = _wait(client, r.json()["id"])
+        assert job["status"] == "done" and job["frames_done"] == 14, job
+        (tmp_path / "job.mkv").write_bytes(client.get(f"/v1/jobs/{job['id']}/result").content)
+    settings = EncodeSettings(codec="ffv1")
+    temporal_engine(tiny_temporal()).like(settings=settings).upscale_video(clip, tmp_path / "cli.mkv")
+    temporal_engine(tiny_model()).like(settings=settings).upscale_video(clip, tmp_path / "plain.mkv")  # its core alone
+    got, cli, plain = (_decoded(tmp_path / f"{n}.mkv") for n in ("job", "cli", "plain"))
+    assert got.shape == cli.shape == (14, 96, 128, 3)
+    assert np.abs(got.astype(int) - cli).max() <= 1
+    assert np.abs(got[1:].astype(int) - plain[1:]).max() > 3  # the state was carried: not per-frame pictures
+    assert probe(tmp_path / "job.mkv")["audio_codec"] == "aac"
 
 
 @pytest.mark.slow

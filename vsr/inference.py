@@ -166,13 +166,31 @@ class Upscaler:
         """
         if self.descriptor.temporal:
             raise VsrError(f"{self.descriptor.arch} is a temporal model (it carries a state from frame to frame): "
-                           "feed frames in order through Upscaler.upscale_stream(frames, state), not upscale")
+                           "feed frames in order through Upscaler.upscale_stream(frames, state), or unrelated "
+                           "pictures through upscale_stills, not upscale")
         if yuv is not None and frames.dtype != np.uint8:
             raise ValueError(f"YUV 4:2:0 output is 8-bit only, got {frames.dtype} frames")
         x = self._to_device(frames)
         if yuv is not None:
             return rgb_to_yuv420p(self.run(x), yuv).cpu().numpy()
         return self._to_host(self.run(x), frames.dtype)
+
+    @torch.inference_mode()
+    def run_stills(self, x: torch.Tensor) -> torch.Tensor:
+        """``run`` for unrelated pictures and any model: a temporal one takes each picture as a stream of one
+        frame from a fresh state (what it makes of a still image); a single-frame one is ``run``."""
+        if not self.descriptor.temporal:
+            return self.run(x)
+        y, _ = self._stream_model(self._prepare(x), None, *x.shape[-2:])
+        return y
+
+    @torch.inference_mode()
+    def upscale_stills(self, frames: np.ndarray) -> np.ndarray:
+        """``upscale`` for unrelated pictures (images, a request's instances) and any model: each picture of a
+        temporal model is a stream of one frame from a fresh state, no state passes between them."""
+        if not self.descriptor.temporal:
+            return self.upscale(frames)
+        return self._to_host(self.run_stills(self._to_device(frames)), frames.dtype)
 
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8/uint16 on the host -> (N, 3, H, W) float in [0, 1] on the device."""
@@ -251,9 +269,18 @@ class Upscaler:
                      detect_cuts: bool, yuv: Yuv420 | None) -> tuple[np.ndarray, StreamState]:
         """The model over prepared frames ``xin`` and a state of their size (or None), in calls of at most
         ``call_pixels``; streams where a scene cut is seen restart first."""
-        n, _, h, w = x.shape
         if state is not None and detect_cuts:
             state = reset_where(state, scene_cut(state[0], xin), xin)
+        y, new_state = self._stream_model(xin, state, *x.shape[-2:])
+        if yuv is not None:
+            return rgb_to_yuv420p(y, yuv).cpu().numpy(), new_state
+        return self._to_host(y, dtype), new_state
+
+    def _stream_model(self, xin: torch.Tensor, state: StreamState | None, h: int, w: int
+                      ) -> tuple[torch.Tensor, StreamState]:
+        """The temporal model over prepared frames of an (h, w) input and their state (None: fresh), in calls of
+        at most ``call_pixels`` -> ((N, 3, sH, sW) float in [0, 1], the next state)."""
+        n = xin.shape[0]
         per_call = max(1, self.call_pixels() // (h * w))
         outs, states = [], []
         for i in range(0, n, per_call):
@@ -263,7 +290,4 @@ class Upscaler:
             outs.append(self._finish(y, h, w))
             states.append(new)
         new_state = states[0] if len(states) == 1 else tuple(torch.cat(parts) for parts in zip(*states))
-        y = torch.cat(outs) if len(outs) > 1 else outs[0]
-        if yuv is not None:
-            return rgb_to_yuv420p(y, yuv).cpu().numpy(), new_state
-        return self._to_host(y, dtype), new_state
+        return (torch.cat(outs) if len(outs) > 1 else outs[0]), new_state

@@ -385,6 +385,15 @@ class Engine:
         self.current: VideoJob | None = None  # the video being upscaled (what an interruption leaves to resume)
         self.folder = False  # upscaling a folder (a rerun needs --resume to keep the files already done)
 
+    def like(self, upscaler: Upscaler | None = None, *, settings: EncodeSettings | None = None) -> Engine:
+        """An engine with this one's configuration, on another upscaler (e.g. one that serialises calls) and/or
+        with other encode settings."""
+        e = Engine(upscaler or self.upscaler, batch_size=self.batch_size, settings=settings or self.settings,
+                   skip_corrupt=self.skip_corrupt, queue_frames=self.queue_frames, device_colour=self.device_colour,
+                   segment_seconds=self.segment_seconds, model_name=self.model_name)
+        e.warmup_frames = self.warmup_frames
+        return e
+
     def batch_for(self, height: int, width: int) -> int:
         """Frames per model batch for frames of this size."""
         return self.batch_size or self.upscaler.auto_batch(height, width)
@@ -618,7 +627,7 @@ class Engine:
         started = time.perf_counter()
         img = images.read_image(src)
         images.check_writable(dst, sixteen_bit=img.rgb.dtype == np.uint16, alpha=img.alpha is not None)
-        up = self.upscaler.upscale(img.rgb[None])[0]
+        up = self.upscaler.upscale_stills(img.rgb[None])[0]  # a temporal model: a stream of one frame
         (w, h), s = img.size, self.upscaler.scale
         alpha = None if img.alpha is None else cv2.resize(img.alpha, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
         images.write_image(dst, up, alpha=alpha, grey=img.grey)

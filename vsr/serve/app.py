@@ -96,17 +96,12 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
     """The ASGI app; the batcher and job worker start and stop with the app's lifespan."""
     if cfg.token is not None and not cfg.token.strip():
         raise VsrError("--token is empty: give a real token, or leave the option out to serve without one")
-    if engine.temporal:  # /v1/predict batches unrelated pictures into one model call: no place for a state
-        raise VsrError(f"{engine.upscaler.descriptor.arch} is a temporal model (it carries a state from frame to "
-                       "frame); vsr serve runs single-frame models: use `vsr upscale` for it")
     limits = rq.Limits(max_pixels=cfg.max_pixels, max_batch=cfg.max_batch,
                        max_video_bytes=int(cfg.max_upload_mb * 1024 * 1024))
     Image.MAX_IMAGE_PIXELS = cfg.max_pixels  # Pillow's own bomb check, at our limit (ours runs first)
     model = SerialUpscaler(engine.upscaler)
     # Jobs run with the caller's engine settings (batch size, encoder), as `vsr upscale` would.
-    job_engine = Engine(model, batch_size=engine.batch_size, settings=engine.settings,
-                        skip_corrupt=engine.skip_corrupt, queue_frames=engine.queue_frames,
-                        device_colour=engine.device_colour)
+    job_engine = engine.like(model)
     state: dict[str, Any] = {}
     encoders = job_encoders()
     result_caps = ContainerCaps.for_path(f"result{rq.RESULT_SUFFIX}")
@@ -180,10 +175,12 @@ def create_app(engine: Engine, meta: dict[str, Any], cfg: ServeConfig) -> FastAP
 
     @app.get("/v1/models", dependencies=security)
     async def models() -> dict[str, Any]:
-        """The model served: name, architecture, scale (no file paths), its description and PSNR when shipped;
-        ``encoders``: the video encoders a job may ask for, with their CRF ranges; ``limits``: the largest upload
-        and image, so a client can say so before sending a file."""
-        return {"models": [public_meta(meta, engine.upscaler.scale)], "encoders": encoders,
+        """The model served: name, architecture, scale (no file paths), ``temporal`` (a job's frames go through it
+        in order with its state; a picture of /v1/predict or /v1/images is a stream of one frame), its description
+        and PSNR when shipped; ``encoders``: the video encoders a job may ask for, with their CRF ranges;
+        ``limits``: the largest upload and image, so a client can say so before sending a file."""
+        model = public_meta(meta, engine.upscaler.scale) | {"temporal": engine.temporal}
+        return {"models": [model], "encoders": encoders,
                 "limits": {"max_upload_bytes": limits.max_video_bytes, "max_pixels": limits.max_pixels}}
 
     @app.post("/v1/predict", dependencies=security, response_class=Response,

@@ -10,7 +10,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +48,22 @@ class SerialUpscaler:
     def run(self, x: torch.Tensor) -> torch.Tensor:
         with self.lock:
             return self.inner.run(x)
+
+    def upscale_stills(self, frames: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self.inner.upscale_stills(frames)
+
+    def run_stills(self, x: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            return self.inner.run_stills(x)
+
+    def upscale_stream(self, frames: np.ndarray, state: Any, **kw) -> tuple[np.ndarray, Any]:
+        with self.lock:  # a job's temporal model: one frame of its stream; requests may run between frames
+            return self.inner.upscale_stream(frames, state, **kw)
+
+    def upscale_lanes(self, frames: np.ndarray, states: Sequence[Any], **kw) -> tuple[np.ndarray, list[Any]]:
+        with self.lock:
+            return self.inner.upscale_lanes(frames, states, **kw)
 
 
 class Batcher:
@@ -83,10 +101,11 @@ class Batcher:
         return fut
 
     def _run(self, frames: np.ndarray) -> np.ndarray:
+        """Unrelated pictures in one call (``upscale_stills``: a temporal model sees each as a fresh stream)."""
         if frames.dtype == np.float32:
             x = torch.from_numpy(frames).to(self.upscaler.device).permute(0, 3, 1, 2)
-            return self.upscaler.run(x).permute(0, 2, 3, 1).cpu().numpy()
-        return self.upscaler.upscale(frames)
+            return self.upscaler.run_stills(x).permute(0, 2, 3, 1).cpu().numpy()
+        return self.upscaler.upscale_stills(frames)
 
     def _gather(self, pending: list[tuple[np.ndarray, Future]]) -> None:
         """Add what arrives within the window (or until ``max_frames``) to ``pending``."""

@@ -218,8 +218,7 @@ class JobWorker:
         e = self.engine
         settings = replace(e.settings, codec=options.codec or e.settings.codec,
                            crf=options.crf if options.crf is not None else e.settings.crf)
-        return Engine(e.upscaler, batch_size=e.batch_size, settings=settings, skip_corrupt=e.skip_corrupt,
-                      queue_frames=e.queue_frames, device_colour=e.device_colour)
+        return e.like(settings=settings)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
