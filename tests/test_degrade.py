@@ -1,5 +1,6 @@
 """Degradations: real codecs change the pixels deterministically, conditions parse, training draws follow the seed,
 bench on a codec condition equals a direct computation, and the flicker figure has known answers."""
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from vsr import bench
 from vsr.cli import app
 from vsr.data import CropSampler
-from vsr.errors import DataError
+from vsr.errors import DataError, VsrError
 from vsr.sequences import SequenceSampler
 from vsr.degrade import (CodecStep, Condition, Degrader, JpegStep, codec_encode, codec_roundtrip,
                          parse_condition, parse_degradation)
@@ -187,6 +188,62 @@ def test_flicker_has_known_answers():
     alt = [(s.astype(int) + (d if t % 2 else -d)).astype(np.uint8) for t, s in enumerate(steady)]
     assert bench.flicker(alt, steady) == pytest.approx(2 * d * 219 / 255, rel=1e-6)
     assert bench.flicker(gt[:1], gt[:1]) is None
+
+
+def test_vmaf_has_known_answers():
+    pytest.importorskip("vmaf_torch", reason="VMAF needs the optional vmaf-torch package (pip install 'vsr[vmaf]')")
+    from vsr import metrics
+
+    gt = _clip(6, 96, 96)
+    same = metrics.vmaf_frames(gt, gt)
+    # identical frames: ADM and VIF are 1, so a frame with motion scores the model's ceiling (clipped to 100); the
+    # first frame's motion is 0 by definition, and a static clip's every frame scores as that first frame does
+    assert same.shape == (6,) and bool((same[1:] == 100.0).all()) and 90 < float(same[0]) < 100
+    static = metrics.vmaf_frames([gt[0]] * 4, [gt[0]] * 4)
+    assert torch.allclose(static, same[0].expand(4), atol=1e-4)
+
+    def down_up(f: np.ndarray, factor: int) -> np.ndarray:
+        small = cv2.resize(f, (96 // factor, 96 // factor), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (96, 96), interpolation=cv2.INTER_CUBIC)
+
+    mild, strong = (metrics.vmaf([down_up(f, k) for f in gt], gt) for k in (2, 4))
+    assert 100 > mild > strong + 5  # more damage, lower score
+    with pytest.raises(ValueError, match="5 frames against 6"):
+        metrics.vmaf(gt[:5], gt)
+
+
+def test_bench_vmaf_of_bicubic_equals_a_direct_computation_and_is_refused_for_images(tmp_path: Path, monkeypatch,
+                                                                                     tiny_weights: Path):
+    pytest.importorskip("vmaf_torch", reason="VMAF needs the optional vmaf-torch package (pip install 'vsr[vmaf]')")
+    from vsr import metrics
+
+    _fake_vid4(tmp_path, frames=3)
+    up = Upscaler(Bicubic(), device=torch.device("cpu"), precision="fp32")
+    res = bench.run("vid4", Engine(up, batch_size=2), weights_name="bicubic", data=tmp_path, with_vmaf=True)
+    assert "VMAF = vmaf-torch" in res.protocol
+    for row, clip in zip(res.rows, bench.VID4_CLIPS):
+        lrs = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "BIx4" / clip).glob("*.png"))]
+        gts = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "GT" / clip).glob("*.png"))]
+        direct = metrics.vmaf([imresize(to_chw_tensor(lr), 4.0).permute(1, 2, 0).numpy() for lr in lrs], gts)
+        assert row.bicubic_vmaf == pytest.approx(direct, abs=1e-6) and 0 <= direct < 100
+        assert row.vmaf == pytest.approx(direct, abs=0.5)  # the bicubic "model" through the engine
+    assert res.average().vmaf == pytest.approx(np.mean([r.vmaf for r in res.rows]))
+    table = bench.format_table(res)
+    assert "| VMAF | bicubic VMAF |" in table
+    cli = CliRunner().invoke(app, ["bench", "vid4", "--data", str(tmp_path), "--weights", str(tiny_weights), "--vmaf",
+                                   "--degradation", "bi", "--degradation", "h264:crf=28", "--report", str(tmp_path / "r")])
+    assert cli.exit_code == 0, cli.output
+    assert "summary: vid4 average VMAF per condition" in cli.output and "| model | bi | h264:crf=28 | mean |" in cli.output
+    assert "<th>VMAF</th>" in (tmp_path / "r" / "index.html").read_text()
+    with pytest.raises(DataError, match="--vmaf is for video sets"):
+        bench.run(str(tmp_path / "GT" / "city"), Engine(up), weights_name="bicubic", with_vmaf=True)
+    monkeypatch.setitem(sys.modules, "vmaf_torch", None)  # as if it were not installed
+    metrics._vmaf_model.cache_clear()
+    try:
+        with pytest.raises(VsrError, match=r"pip install 'vsr\[vmaf\]'"):
+            bench.run("vid4", Engine(up), weights_name="bicubic", data=tmp_path, with_vmaf=True)
+    finally:
+        metrics._vmaf_model.cache_clear()
 
 
 def test_cli_repeated_degradation_prints_one_table_each_and_a_summary(tmp_path: Path, tiny_weights: Path):

@@ -8,7 +8,8 @@ A codec condition (``h264:crf=28``, ``jpeg:q=40``, ... see :mod:`vsr.degrade`) p
 codec, deterministically: a video set's clip as one stream (inter-frame coding, like a real file), an
 image set's images one by one; bicubic is scored on the same degraded LR. Video sets also get a
 flicker figure: the RMS, in Y levels, of the error of the frame-to-frame change, SR(t) - SR(t-1)
-against GT(t) - GT(t-1) (0 = the output changes over time exactly as the ground truth does).
+against GT(t) - GT(t-1) (0 = the output changes over time exactly as the ground truth does), and,
+asked for, VMAF (``vsr.metrics.vmaf``, the optional vmaf-torch package).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from vsr.data import degrade_bicubic, degrade_gaussian, list_images, mod_crop
 from vsr.degrade import CodecStep, Condition, parse_condition
 from vsr.errors import DataError
 from vsr.images import read_image, write_image
-from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor
+from vsr.metrics import imresize, psnr, rgb_to_y, ssim, to_chw_tensor, vmaf, vmaf_version
 from vsr.pipeline import Engine
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -57,6 +58,8 @@ class Row:
     seconds: float
     flicker: float | None = None  # video sets: RMS error of the frame-to-frame Y change (levels); lower is better
     bicubic_flicker: float | None = None
+    vmaf: float | None = None  # video sets with --vmaf: mean VMAF (0-100, higher is better)
+    bicubic_vmaf: float | None = None
 
     @property
     def gain(self) -> float:
@@ -81,7 +84,7 @@ class BenchResult:
         """Mean over clips/images (Vid4: mean of per-clip means, as published tables do)."""
         keys = ("psnr_y", "ssim_y", "psnr_rgb", "bicubic_psnr_y", "bicubic_ssim_y")
         means: dict = {k: float(np.mean([getattr(r, k) for r in self.rows])) for k in keys}
-        for k in ("flicker", "bicubic_flicker"):
+        for k in ("flicker", "bicubic_flicker", "vmaf", "bicubic_vmaf"):
             vals = [getattr(r, k) for r in self.rows]
             means[k] = float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
         return Row(name="average", frames=sum(r.frames for r in self.rows), seconds=sum(r.seconds for r in self.rows), **means)
@@ -175,19 +178,24 @@ def flicker(frames: list[np.ndarray], gt: list[np.ndarray]) -> float | None:
 
 
 def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = None, degradation: str | Condition = "bi",
-        save_frames: Path | None = None) -> BenchResult:
-    """Upscale every clip/image with ``engine`` (frames fed as a sequence) and score it against the ground truth."""
+        save_frames: Path | None = None, with_vmaf: bool = False) -> BenchResult:
+    """Upscale every clip/image with ``engine`` (frames fed as a sequence) and score it against the ground truth;
+    ``with_vmaf`` (video sets): VMAF too, of the model and of bicubic."""
     cond = parse_condition(degradation) if isinstance(degradation, str) else degradation
+    video = dataset == "vid4"
+    if with_vmaf and not video:
+        raise DataError(f"--vmaf is for video sets (vid4), not {dataset}: VMAF's motion feature needs a clip")
     items, crop = discover(dataset, data, cond.base)
     scale = engine.upscaler.scale
     if scale != 4 and any(it.lr_paths is not None for it in items):
         raise DataError(f"{dataset}: its LR inputs are x4 and {weights_name} is a x{scale} model; bench it on a "
                         "folder of HR images (vsr bench DIR), whose LR is made by bicubic 1/scale")
-    video = dataset == "vid4"
     protocol = (f"Y = BT.601 luma (MATLAB rgb2ycbcr, 16-235); crop {crop} px border; "
                 f"{'mean of per-clip means' if video else 'mean over images'}; "
                 "greyscale GT scored on its one channel"
-                + ("; flicker = RMS of the frame-difference error on Y (levels)" if video else ""))
+                + ("; flicker = RMS of the frame-difference error on Y (levels)" if video else "")
+                + (f"; VMAF = vmaf-torch {vmaf_version()} (model v0.6.1, clipped to 0-100) on that Y at the GT's "
+                   "size, no crop, motion from the GT, mean over frames" if with_vmaf else ""))
     coded = any(isinstance(st, CodecStep) for st in cond.steps)
     lr_made_by = cond.describe() + (" (video codec over each whole clip)" if video and coded else
                                     " (per image)" if cond.steps and not video else "")
@@ -225,7 +233,9 @@ def run(dataset: str, engine: Engine, *, weights_name: str, data: Path | None = 
                                ssim_y=float(s[:, 1].mean()), psnr_rgb=float(s[:, 2].mean()),
                                bicubic_psnr_y=float(b[:, 0].mean()), bicubic_ssim_y=float(b[:, 1].mean()),
                                seconds=seconds, flicker=flicker(outputs, gts) if video else None,
-                               bicubic_flicker=flicker(bic_frames, gts) if video else None))
+                               bicubic_flicker=flicker(bic_frames, gts) if video else None,
+                               vmaf=vmaf(outputs, gts) if with_vmaf else None,
+                               bicubic_vmaf=vmaf(bic_frames, gts) if with_vmaf else None))
     return result
 
 
@@ -237,6 +247,10 @@ def format_table(result: BenchResult) -> str:
     if video:
         head += " flicker | bicubic flicker |"
         rule += "---|---|"
+    scored = any(r.vmaf is not None for r in result.rows)
+    if scored:
+        head += " VMAF | bicubic VMAF |"
+        rule += "---|---|"
     lines = [f"{result.dataset} x4 ({result.degradation.upper()}), weights {result.weights}", head, rule]
     for r in [*result.rows, result.average()]:
         name = f"**{r.name}**" if r.name == "average" else r.name
@@ -244,6 +258,8 @@ def format_table(result: BenchResult) -> str:
                 f"{r.bicubic_psnr_y:.2f} | {r.bicubic_ssim_y:.4f} | {r.gain:+.2f} |")
         if video:
             line += f" {r.flicker:.2f} | {r.bicubic_flicker:.2f} |"
+        if scored:
+            line += f" {r.vmaf:.2f} | {r.bicubic_vmaf:.2f} |"
         lines.append(line)
     lines.append(f"protocol: {result.protocol}")
     if result.lr_made_by:
@@ -253,12 +269,14 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def format_summary(results: list[BenchResult]) -> str:
-    """One row per model (and bicubic) with the average PSNR-Y under each condition, and their mean."""
+def format_summary(results: list[BenchResult], metric: str = "psnr_y") -> str:
+    """One row per model (and bicubic) with the average ``metric`` (psnr_y, or vmaf when it was measured) under
+    each condition, and their mean."""
     conditions = list(dict.fromkeys(r.degradation for r in results))
     models = list(dict.fromkeys(r.weights for r in results))
     by = {(r.weights, r.degradation): r.average() for r in results}
-    lines = [f"summary: {results[0].dataset} average PSNR-Y (dB) per condition",
+    title = {"psnr_y": "PSNR-Y (dB)", "vmaf": "VMAF"}[metric]
+    lines = [f"summary: {results[0].dataset} average {title} per condition",
              "| model | " + " | ".join(conditions) + " | mean |", "|---|" + "---|" * (len(conditions) + 1)]
 
     def row(name: str, vals: list[float | None]) -> str:
@@ -268,7 +286,7 @@ def format_summary(results: list[BenchResult]) -> str:
         return f"| {name} | " + " | ".join(cells) + f" | {mean} |"
 
     first = {c: next(r for r in results if r.degradation == c).average() for c in conditions}
-    lines.append(row("bicubic", [first[c].bicubic_psnr_y for c in conditions]))
+    lines.append(row("bicubic", [getattr(first[c], f"bicubic_{metric}") for c in conditions]))
     for m in models:
-        lines.append(row(m, [by[(m, c)].psnr_y if (m, c) in by else None for c in conditions]))
+        lines.append(row(m, [getattr(by[(m, c)], metric) if (m, c) in by else None for c in conditions]))
     return "\n".join(lines)

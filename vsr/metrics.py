@@ -4,6 +4,7 @@
   downscaling, symmetric borders), used both for making LR inputs and for the bicubic baseline.
 - ``rgb_to_y``: ITU-R BT.601 luma as MATLAB ``rgb2ycbcr`` (16-235 range), on [0, 255] floats.
 - ``psnr`` / ``ssim``: on the Y channel (``y_channel=True``) or RGB, with a ``crop_border``.
+- ``vmaf``: VMAF of a clip on that Y, through the optional vmaf-torch package (the v0.6.1 model is inside it).
 """
 from __future__ import annotations
 
@@ -123,3 +124,52 @@ def to_chw_tensor(img: np.ndarray) -> torch.Tensor:
     """HxW or HxWxC numpy image -> (C, H, W) tensor (no copy of values' range)."""
     t = torch.from_numpy(np.ascontiguousarray(img))
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+
+
+VMAF_CHUNK = 8  # frames per ADM/VIF call (bounded memory for any clip length; motion runs over the whole clip)
+
+
+@lru_cache(maxsize=1)
+def _vmaf_model():
+    try:
+        from vmaf_torch import VMAF
+    except ImportError:
+        from vsr.errors import VsrError
+
+        raise VsrError("--vmaf needs the vmaf-torch package (its default VMAF v0.6.1 model is inside it): "
+                       "pip install 'vsr[vmaf]'") from None
+    return VMAF(temporal_pooling=False, enable_motion=True, clip_score=True).eval()
+
+
+def vmaf_version() -> str:
+    from importlib.metadata import version
+
+    _vmaf_model()  # the clear error when it is missing
+    return version("vmaf-torch")
+
+
+def vmaf_frames(frames: list[np.ndarray], gt: list[np.ndarray]) -> torch.Tensor:
+    """Per-frame VMAF (v0.6.1, vmaf-torch, scores clipped to 0-100) of (H, W, 3) uint8 frames against the ground
+    truth, in order: on BT.601 luma (16-235, the Y plane a video would carry) at the ground truth's size; the
+    motion feature comes from the ground truth, 0 for the first frame (as libvmaf does)."""
+    model = _vmaf_model()
+
+    def luma(images: list[np.ndarray]) -> torch.Tensor:
+        return torch.stack([rgb_to_y(to_chw_tensor(f)) for f in images]).unsqueeze(1).to(torch.float32)
+
+    with torch.no_grad():
+        ref = luma(gt)
+        motion = model.compute_motion2(ref)
+        scores = []
+        for i in range(0, len(gt), VMAF_CHUNK):
+            r, d = ref[i : i + VMAF_CHUNK], luma(frames[i : i + VMAF_CHUNK])
+            adm, vif = model.compute_adm_score(r, d), model.compute_vif_features(r, d)
+            scores.append(model.predict(adm, motion[i : i + VMAF_CHUNK], vif))
+    return torch.cat(scores).flatten()
+
+
+def vmaf(frames: list[np.ndarray], gt: list[np.ndarray]) -> float:
+    """Mean VMAF of a clip (``vmaf_frames``), higher is better."""
+    if len(frames) != len(gt):
+        raise ValueError(f"{len(frames)} frames against {len(gt)} ground-truth frames")
+    return float(vmaf_frames(frames, gt).mean())

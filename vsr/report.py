@@ -86,11 +86,15 @@ def bar_chart(results: list[BenchResult]) -> str:
 
 
 def _table(res: BenchResult) -> str:
-    head = "<tr><th>item</th><th>frames</th><th>PSNR-Y</th><th>SSIM-Y</th><th>PSNR-RGB</th><th>bicubic PSNR-Y</th><th>gain</th></tr>"
+    extra = [(k, label) for k, label in (("flicker", "flicker"), ("bicubic_flicker", "bicubic flicker"), ("vmaf", "VMAF"),
+                                         ("bicubic_vmaf", "bicubic VMAF")) if any(getattr(r, k) is not None for r in res.rows)]
+    head = ("<tr><th>item</th><th>frames</th><th>PSNR-Y</th><th>SSIM-Y</th><th>PSNR-RGB</th><th>bicubic PSNR-Y</th><th>gain</th>"
+            + "".join(f"<th>{label}</th>" for _, label in extra) + "</tr>")
     rows = []
     for r in [*res.rows, res.average()]:
         rows.append(f"<tr><td>{html.escape(r.name)}</td><td>{r.frames}</td><td>{r.psnr_y:.2f}</td><td>{r.ssim_y:.4f}</td>"
-                    f"<td>{r.psnr_rgb:.2f}</td><td>{r.bicubic_psnr_y:.2f}</td><td>{r.gain:+.2f}</td></tr>")
+                    f"<td>{r.psnr_rgb:.2f}</td><td>{r.bicubic_psnr_y:.2f}</td><td>{r.gain:+.2f}</td>"
+                    + "".join(f"<td>{getattr(r, k):.2f}</td>" for k, _ in extra) + "</tr>")
     return (f"<h3>{html.escape(res.weights)}</h3><table>{head}{''.join(rows)}</table>"
             f"<p>speed {res.fps:.2f} frames/s, device {html.escape(res.device)}, precision {html.escape(res.precision)}</p>")
 
