@@ -2,9 +2,9 @@
 
     python benchmarks/degrade_speed.py --degradation real --batch-size 16 --crop 96 --seconds 20
 
-Prints crops/s of the degradation chain (one thread, as the trainer's prefetch worker runs it) and of
-the codec part alone, the SRResNet MSE training step rate at the same batch, and their ratio: above
-1 the degradation keeps up with training when it runs ahead in its worker thread.
+Prints crops/s of the degradation chain (one thread) and of the codec part alone, with ``--workers 1 4 8``
+the rate at which the trainer's prefetch threads deliver batches, the SRResNet MSE training step rate at
+the same batch, and their ratio: above 1 the degradation keeps up with training when it runs ahead.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for the model step (0 = default)")
+    ap.add_argument("--workers", type=int, nargs="*", default=[],
+                    help="also the prefetch rate with this many degradation threads (the trainer's --degrade-workers)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +59,11 @@ def main() -> None:
         sampler.sample(args.batch_size, step)
 
     deg_bps = _rate(degrade, args.seconds)
+    prefetch = {}
+    for n in args.workers:  # batches/s as the training loop would get them, with nothing else to do
+        pool = CropSampler(images, crop=args.crop, degradation=cfg, workers=n)
+        prefetch[n] = _rate(lambda s, pool=pool, n=n: pool.sample_ahead(args.batch_size, range(s, s + n + 1)),
+                            args.seconds)
     codec_bps = _rate(lambda s: codec_only.sample(args.batch_size, s), args.seconds) if codec_only else float("nan")
     torch.set_num_threads(args.threads or torch.get_num_threads())
 
@@ -86,6 +93,8 @@ def main() -> None:
     print(f"| degradation chain (1 thread) | {deg_bps:.2f} | {deg_bps * args.batch_size:.1f} |")
     if codec_only:
         print(f"| every group video-coded (1 thread) | {codec_bps:.2f} | {codec_bps * args.batch_size:.1f} |")
+    for n, bps in prefetch.items():
+        print(f"| prefetched by {n} degradation thread(s) | {bps:.2f} | {bps * args.batch_size:.1f} |")
     print(f"| SRResNet MSE training step | {steps:.2f} | {steps * args.batch_size:.1f} |")
     print(f"ratio degradation / training: {deg_bps / steps:.1f}x "
           f"({'keeps up' if deg_bps >= steps else 'starves training'} with one worker thread)")

@@ -142,12 +142,18 @@ def test_context_with_a_codec_follows_the_seed_and_is_refused_for_sequences():
         SequenceSampler(images, crop=32, frames=3, degradation=cfg)
 
 
-def test_sampler_with_a_degradation_is_deterministic_and_prefetch_changes_nothing():
+@pytest.mark.parametrize("workers", [1, 3])
+def test_sampler_with_a_degradation_is_deterministic_and_prefetch_changes_nothing(workers: int):
     images = [torch.from_numpy(c.transpose(2, 0, 1).copy()) for c in _clip(3, 80, 80)]
-    sampler = CropSampler(images, crop=32, degradation=parse_degradation("real"))
-    ahead = [sampler.sample_ahead(6, s, s + 1) for s in range(4)]
-    plain = [sampler.sample(6, s) for s in range(4)]
+    sampler = CropSampler(images, crop=32, degradation=parse_degradation("real"), workers=workers)
+    seeds = [11, 5, 7, 2, 9, 4]  # the coming steps' seeds, as the trainer passes them
+    ahead = [sampler.sample_ahead(6, seeds[i:]) for i in range(len(seeds))]
+    assert len(sampler._ahead) == 0  # the last call had nothing left to draw ahead
+    plain = [sampler.sample(6, s) for s in seeds]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, plain))
+    assert not torch.equal(plain[0][0], plain[1][0])  # the seeds do draw different batches
+    sampler.sample_ahead(6, [1, 2, 3, 4])  # a jump (a resumed run, another schedule): the stale draws are dropped
+    assert set(sampler._ahead) == set([2, 3, 4][:workers])
     lr, hr = plain[0]
     assert lr.shape == (6, 3, 8, 8) and hr.shape == (6, 3, 32, 32) and 0 <= lr.min() and lr.max() <= 1
 

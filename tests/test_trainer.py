@@ -110,6 +110,23 @@ def test_resume_continues_bit_for_bit(tmp_path: Path, vgg_file: Path, loss: str)
     assert len(_log(resumed)) == 6
 
 
+def test_degradation_workers_change_no_batch_and_a_resume_may_change_them(tmp_path: Path):
+    """Threads drawing degraded batches ahead: one or three, and a resumed run on another count, train the same
+    weights (each batch comes from its step's seed alone)."""
+    common = dict(degradation="real", crop=32, steps=6)
+    images = str(_images(tmp_path / "big", size=(72, 64)))
+    one = train(_cfg(tmp_path / "a", data=[images], degrade_workers=1, **common), quiet=True)
+    half = _cfg(tmp_path / "b", data=[images], degrade_workers=3, **{**common, "steps": 3})
+    train(half, quiet=True)
+    cfg = resume_config(half.out, steps=6, degrade_workers=2)
+    assert cfg.degrade_workers == 2 and resume_config(half.out).degrade_workers == 3
+    three = train(cfg, resume=True, quiet=True)
+    a = torch.load(one / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(three / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in _log(one)] == [r["loss"] for r in _log(three)]
+
+
 def test_init_from_weights_starts_from_them(tmp_path: Path):
     first = train(_cfg(tmp_path / "a", steps=3), quiet=True)
     w = export(first, tmp_path / "mse.pt", name="mse")

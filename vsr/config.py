@@ -65,6 +65,7 @@ class TrainConfig:
     max_seconds: float = 0  # stop (with a checkpoint) after this much wall time, checked at log rows; 0 = no limit
     compile: bool = False
     threads: int = 0  # 0 = torch default
+    degrade_workers: int = 0  # threads drawing degraded batches ahead (0 = from the cores: vsr.trainer.degrade_workers)
 
 
 @dataclass

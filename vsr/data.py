@@ -84,7 +84,7 @@ class CropSampler:
     """
 
     def __init__(self, images: list[torch.Tensor], *, crop: int, scale: int = 4, device: torch.device | str = "cpu",
-                 degradation: DegradationConfig | None = None) -> None:
+                 degradation: DegradationConfig | None = None, workers: int = 1) -> None:
         if crop % scale:
             raise DataError(f"crop {crop} must be a multiple of the scale {scale}")
         self._require(images)
@@ -92,7 +92,8 @@ class CropSampler:
         self.degradation = degradation or DegradationConfig()
         self.degrader = None if self.degradation.is_clean else Degrader(self.degradation, crop=crop)
         self.region = self.degradation.region(crop)  # room around the crop for context or a moving sequence
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
+        self.workers = max(1, workers)  # threads drawing degraded batches ahead (codecs and torch ops release the GIL)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
         self._ahead: dict[int, Future] = {}
         # decoded once; on a GPU the whole set lives in device memory and crops never touch the host
         self.images = self._on_device(images)
@@ -104,16 +105,20 @@ class CropSampler:
     def _on_device(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [t.to(self.device) for t in tensors] if self.device.type == "cuda" else list(tensors)
 
-    def sample_ahead(self, batch: int, seed: int, next_seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``sample(batch, seed)``, while a worker thread already draws the batch of ``next_seed``: the CPU
-        degradations (codecs release the GIL) overlap the model step. Same batches as ``sample``."""
+    def sample_ahead(self, batch: int, seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sample(batch, seeds[0])``, while the worker threads already draw the batches of the next ``workers``
+        seeds (the coming steps'): the CPU degradations overlap the model step and each other. Same batches as
+        ``sample``, whatever the number of workers."""
         if self._pool is None:
-            return self.sample(batch, seed)
-        pending = self._ahead.pop(seed, None)
-        self._ahead.clear()
-        if next_seed is not None:
-            self._ahead[next_seed] = self._pool.submit(self.sample, batch, next_seed)
-        return pending.result() if pending is not None else self.sample(batch, seed)
+            return self.sample(batch, seeds[0])
+        wanted = list(seeds[: self.workers + 1])
+        pending = self._ahead.pop(wanted[0], None)
+        for seed in [s for s in self._ahead if s not in wanted]:  # not coming after all (e.g. another batch size)
+            self._ahead.pop(seed).cancel()
+        for seed in wanted[1:]:
+            if seed not in self._ahead:
+                self._ahead[seed] = self._pool.submit(self.sample, batch, seed)
+        return pending.result() if pending is not None else self.sample(batch, wanted[0])
 
     def sample(self, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch drawn from ``seed`` alone, so a resumed run sees exactly the crops it would have seen.

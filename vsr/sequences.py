@@ -64,11 +64,11 @@ class SequenceSampler(CropSampler):
 
     def __init__(self, images: list[torch.Tensor], *, crop: int, frames: int, motion: Motion = Motion(),
                  clips: Sequence[torch.Tensor] = (), clip_share: float | None = None, scale: int = 4,
-                 device: torch.device | str = "cpu", degradation: DegradationConfig | None = None) -> None:
+                 device: torch.device | str = "cpu", degradation: DegradationConfig | None = None, workers: int = 1) -> None:
         if frames < 1:
             raise DataError(f"a sequence needs at least one frame, got {frames}")
         self.clips = list(clips)
-        super().__init__(images, crop=crop, scale=scale, device=device, degradation=degradation)
+        super().__init__(images, crop=crop, scale=scale, device=device, degradation=degradation, workers=workers)
         self.frames, self.motion = frames, motion
         if self.degradation.context > 1 and not self.degradation.is_clean:
             raise DataError(f"degradation context {self.degradation.context}: context is for single-frame training "

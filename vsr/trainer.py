@@ -161,9 +161,23 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return weights_io.load_checkpoint(path)
 
 
-def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0) -> TrainConfig:
-    """The config a run was started with (optionally with a new total number of steps); a time limit
-    belongs to one invocation, so it is not inherited."""
+MAX_DEGRADE_WORKERS = 8
+
+
+def degrade_workers(asked: int) -> int:
+    """Threads that draw degraded batches ahead: ``asked``, or for 0 one per core this process may use beside
+    the training loop's own (the cores divided among the ranks on this machine, less one), 1 to 8."""
+    if asked:
+        return asked
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DEGRADE_WORKERS, cores // max(1, local) - 1))
+
+
+def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds: float = 0,
+                  degrade_workers: int | None = None) -> TrainConfig:
+    """The config a run was started with (optionally with a new total number of steps); a time limit belongs to
+    one invocation, so it is not inherited, and the degradation threads (a machine setting) may be changed."""
     stored = load_checkpoint(run_dir)["config"]
     unknown = sorted(set(stored) - {f.name for f in fields(TrainConfig)}) if isinstance(stored, dict) else ["?"]
     if unknown:
@@ -177,6 +191,8 @@ def resume_config(run_dir: str | Path, *, steps: int | None = None, max_seconds:
     cfg.max_seconds = max_seconds
     if steps is not None:
         cfg.steps = steps
+    if degrade_workers is not None:
+        cfg.degrade_workers = degrade_workers
     return cfg
 
 
@@ -257,10 +273,10 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
         sampler = SequenceSampler(load_images(shard, min_size=motion.min_size(cfg.crop, cfg.seq_len)), crop=cfg.crop,
                                   frames=cfg.seq_len, motion=motion, device=device, degradation=degradation,
                                   clips=[load_clip(c, frames=cfg.seq_len) for c in clip_shard],
-                                  clip_share=cfg.clip_share)
+                                  clip_share=cfg.clip_share, workers=degrade_workers(cfg.degrade_workers))
     else:
         sampler = CropSampler(load_images(shard, min_size=degradation.region(cfg.crop)), crop=cfg.crop,
-                              device=device, degradation=degradation)
+                              device=device, degradation=degradation, workers=degrade_workers(cfg.degrade_workers))
     val_clips = load_val_clips(cfg.val) if temporal and cfg.val and ddp.main else []
     if temporal:
         val_images = [clip[0] for clip in val_clips]
@@ -531,9 +547,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, quiet: bool = False) -> Pat
                 for opt in (run.opt_g, run.opt_d):
                     for group in (opt.param_groups if opt is not None else []):
                         group["lr"] = lr_now * group.get("lr_scale", 1.0)
-                lr_img, hr_img = run.sampler.sample_ahead(
-                    cfg.batch_size, step_seed(cfg.seed, ddp.rank, run.step),
-                    step_seed(cfg.seed, ddp.rank, run.step + 1) if run.step + 1 < cfg.steps else None)
+                lr_img, hr_img = run.sampler.sample_ahead(  # this step's batch; the coming steps' drawn ahead
+                    cfg.batch_size, [step_seed(cfg.seed, ddp.rank, s)
+                                     for s in range(run.step, min(cfg.steps, run.step + 1 + run.sampler.workers))])
                 if lr_img.dim() == 4:
                     lr_img = lr_img.contiguous(memory_format=torch.channels_last)
                 w_mse, w_vgg = content_weights(cfg.loss, run.step + 1, content=cfg.content, schedule=run.schedule)

@@ -82,6 +82,7 @@ def run(
     max_seconds: Annotated[Optional[float], typer.Option(min=0, help="Stop with a checkpoint after this many seconds of training, checked at log rows (resume to go on).")] = None,
     log_every: Annotated[int, typer.Option(min=1, help="Write a log.csv row every N steps.")] = DEFAULTS.log_every,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generator.")] = False,
+    degrade_workers: Annotated[Optional[int], typer.Option(min=0, help="Threads drawing degraded batches ahead of the training step (0 = one per core beside the loop's, up to 8; a machine setting: --resume may change it). The batches are the same whatever the number.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its checkpoint (its config is reused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -93,7 +94,7 @@ def run(
     setup_logging(quiet)
     with user_errors(on_interrupt=f"checkpoint saved in {resume or out}; continue with --resume {resume or out}"):
         if resume is not None:
-            cfg = resume_config(resume, steps=steps, max_seconds=max_seconds or 0)
+            cfg = resume_config(resume, steps=steps, max_seconds=max_seconds or 0, degrade_workers=degrade_workers)
         else:
             temporal = arch is not Arch.srresnet
             if not data and not (temporal and clips):
@@ -109,7 +110,7 @@ def run(
                               batch_size=batch_size, crop=crop, lr=lr, lr_min=lr if lr_min is None else lr_min,
                               betas=(beta1, beta2), seed=seed, device=device, precision=precision.value,
                               val_every=val_every, ckpt_every=ckpt_every, keep_every=keep_every, log_every=log_every,
-                              max_seconds=max_seconds or 0, compile=compile)
+                              max_seconds=max_seconds or 0, compile=compile, degrade_workers=degrade_workers or 0)
         run_dir = train(cfg, resume=resume is not None, quiet=quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         typer.echo(f"run saved in {run_dir}")
