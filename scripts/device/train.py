@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--lr-min", type=float, default=1e-6)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--degradation", default="bi", help="as vsr train --degradation (e.g. real:context=2)")
+    ap.add_argument("--val-degradation", default=None, help="as vsr train --val-degradation (e.g. h264:crf=28)")
+    ap.add_argument("--degrade-workers", type=int, default=0, help="as vsr train --degrade-workers (0 = from the cores)")
     ap.add_argument("--calibrate", type=int, default=300, help="steps of the calibration run")
     ap.add_argument("--reserve", type=float, default=25.0, help="seconds kept for validation and export")
     ap.add_argument("--step-share", type=float, default=None,
@@ -56,7 +59,7 @@ def main() -> None:
 
     common = dict(data=args.data, loss=args.phase, init=args.init, vgg_weights=args.vgg_weights,
                   batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_min=args.lr_min, device=args.device,
-                  precision="bf16")
+                  precision="bf16", degradation=args.degradation, degrade_workers=args.degrade_workers)
     cal_dir = Path(args.out + "-calibration")
     shutil.rmtree(cal_dir, ignore_errors=True)
     train(TrainConfig(**common, out=str(cal_dir), steps=args.calibrate, val_every=0, ckpt_every=10**9,
@@ -69,7 +72,8 @@ def main() -> None:
           flush=True)
 
     schedule = ",".join(f"{max(1, round(f * steps))}:{a:g}:{b:g}" for f, a, b in RECIPE_STAGES)
-    cfg = TrainConfig(**common, out=args.out, steps=steps, val=args.val, val_every=max(1, steps // 10),
+    cfg = TrainConfig(**common, out=args.out, steps=steps, val=args.val, val_degradation=args.val_degradation,
+                      val_every=max(1, steps // 10),
                       ckpt_every=max(1, steps // 5), keep_every=max(1, steps // 10) if args.phase == "perpix" else 0,
                       log_every=max(1, steps // 100), perpix_schedule=schedule, max_seconds=left + args.reserve / 2)
     shutil.rmtree(args.out, ignore_errors=True)
