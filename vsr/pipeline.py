@@ -523,7 +523,10 @@ class Engine:
         return job
 
     def run_segment(self, task: SegmentTask, progress: Progress | None = None) -> SegmentRecord:
-        """Decode, upscale and encode one segment into its packet file, then record it as finished."""
+        """Decode, upscale and encode one segment into its packet file, then record it as finished (a temporal
+        model's segment goes through the lane loop of ``run_segments``, as one lane)."""
+        if self.temporal:
+            return next(self.run_segments([task], progress))[1]
         with _SegmentRun(self, task, progress) as run:
             stream = _ModelStream(self, run.yuv)
             batch: list[Frame] = []
@@ -542,8 +545,9 @@ class Engine:
         temporal model with ``lanes`` > 1, up to ``lanes`` segments side by side in lockstep, frame t of each in
         one model call (``Upscaler.upscale_lanes``: a GPU batch where one stream has only one frame at a time).
         A segment that ends makes room for the next; every segment's pictures are those it gets alone (to the
-        rounding of a batched call), from its own warm-up frames."""
-        if not self.temporal or lanes < 2 or len(tasks) < 2:
+        rounding of a batched call), from its own warm-up frames. (One lane: the segments one after another, each
+        a single stream.)"""
+        if not self.temporal:
             for task in tasks:
                 yield task.segment, self.run_segment(task, progress)
             return
