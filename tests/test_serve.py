@@ -189,7 +189,7 @@ def test_a_temporal_model_serves_jobs_as_vsr_upscale_does_and_pictures_as_stills
 
     frames = np.random.default_rng(2).integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
     stills = Upscaler(tiny_temporal(), device=torch.device("cpu"), precision="fp32").upscale_stills(frames)
-    clip = make_clip(tmp_path / "in.mp4", frames=14)  # 12 fps: three segments of 0.5 s, two side by side
+    clip = make_clip(tmp_path / "in.mp4", frames=14)  # 12 fps: segments of about 0.5 s, run side by side
     cfg = ServeConfig(workdir=str(tmp_path / "work"))
     with TestClient(create_app(temporal_engine(tiny_temporal()), {"name": "rec"}, cfg), base_url=BASE) as client:
         assert client.get("/v1/models").json()["models"][0]["temporal"] is True
