@@ -92,8 +92,9 @@ class CropSampler:
         self.degradation = degradation or DegradationConfig()
         self.degrader = None if self.degradation.is_clean else Degrader(self.degradation, crop=crop)
         self.region = self.degradation.region(crop)  # room around the crop for context or a moving sequence
-        self.workers = max(1, workers)  # threads drawing degraded batches ahead (codecs and torch ops release the GIL)
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vsr-degrade") if self.degrader is not None else None
+        # threads drawing degraded batches ahead (codecs and torch ops release the GIL); none for clean bicubic
+        self.workers = max(1, workers) if self.degrader is not None else 0
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vsr-degrade") if self.workers else None
         self._ahead: dict[int, Future] = {}
         # decoded once; on a GPU the whole set lives in device memory and crops never touch the host
         self.images = self._on_device(images)

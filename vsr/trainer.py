@@ -268,15 +268,16 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
     shard, clip_shard = paths[ddp.rank :: ddp.world], clips[ddp.rank :: ddp.world]
     if not shard and not clip_shard:
         raise DataError(f"{len(paths) + len(clips)} training images and clips cannot feed {ddp.world} ranks")
+    workers = degrade_workers(cfg.degrade_workers)
     if temporal:
         motion = Motion(shift=cfg.motion)
         sampler = SequenceSampler(load_images(shard, min_size=motion.min_size(cfg.crop, cfg.seq_len)), crop=cfg.crop,
                                   frames=cfg.seq_len, motion=motion, device=device, degradation=degradation,
                                   clips=[load_clip(c, frames=cfg.seq_len) for c in clip_shard],
-                                  clip_share=cfg.clip_share, workers=degrade_workers(cfg.degrade_workers))
+                                  clip_share=cfg.clip_share, workers=workers)
     else:
         sampler = CropSampler(load_images(shard, min_size=degradation.region(cfg.crop)), crop=cfg.crop,
-                              device=device, degradation=degradation, workers=degrade_workers(cfg.degrade_workers))
+                              device=device, degradation=degradation, workers=workers)
     val_clips = load_val_clips(cfg.val) if temporal and cfg.val and ddp.main else []
     if temporal:
         val_images = [clip[0] for clip in val_clips]
