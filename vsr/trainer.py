@@ -43,8 +43,8 @@ from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
-ARCHS = weights_io.KNOWN_ARCHS
-TEMPORAL_ARCHS = tuple(a for a in weights_io.KNOWN_ARCHS if weights_io.describe(a, {}).temporal)
+ARCHS = weights_io.TRAINABLE_ARCHS
+TEMPORAL_ARCHS = tuple(a for a in ARCHS if weights_io.describe(a, {}).temporal)
 LOG_FIELDS = ["step", "loss", "pixel_mse", "vgg", "adv", "d_loss", "w_mse", "w_vgg", "lr", "train_psnr", "val_psnr",
               "val_psnr_deg", "seconds"]
 

@@ -29,6 +29,8 @@ SRRESNET_PARAMS = {"num_blocks": 16, "channels": 64, "scale": 4}
 RECURRENT_PARAMS = SRRESNET_PARAMS | {"hidden": 32, "temporal_kernel": 3, "window": 2, "feedback": True}
 # the sliding window: frames t-2, t-1 and t, nothing fed back
 WINDOW_PARAMS = SRRESNET_PARAMS | {"hidden": 0, "temporal_kernel": 3, "window": 3, "feedback": False}
+# an SRResNet per frame blended with its warped previous output (vsr.models.flowfuse): no temporal weights
+FLOW_PARAMS = SRRESNET_PARAMS | {"alpha": 0.5, "sigma": 8.0, "preset": "medium"}
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ class ModelDescriptor:
             raise WeightsError(f"{self.arch}({self.params}): {exc}") from None
 
 
-KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet")
-DEFAULT_PARAMS = {"srresnet": SRRESNET_PARAMS, "recurrent-srresnet": RECURRENT_PARAMS, "window-srresnet": WINDOW_PARAMS}
+KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet", "flow-srresnet")
+TRAINABLE_ARCHS = KNOWN_ARCHS[:3]  # flow-srresnet is made from a trained SRResNet (scripts/make_flow_model.py)
+DEFAULT_PARAMS = {"srresnet": SRRESNET_PARAMS, "recurrent-srresnet": RECURRENT_PARAMS, "window-srresnet": WINDOW_PARAMS,
+                  "flow-srresnet": FLOW_PARAMS}
 
 
 def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
@@ -87,6 +91,9 @@ def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
     peak = 3 * channels * scale**2
     if arch == "srresnet":
         return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak)
+    if arch == "flow-srresnet":  # its state and the flow/trust maps at LR size, the warped output at HR size
+        return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * (3 + 3 * scale**2 + 1)
+                               + 4 * 3 * scale**2, tiling=False, temporal=True)
     # a temporal one adds its state and the temporal conv's input at LR size; its state spans whole frames
     state = 3 * (int(params["window"]) - 1) + (3 * scale**2 if params["feedback"] else 0) + int(params["hidden"])
     return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * state + channels,
@@ -96,12 +103,12 @@ def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
 def describe_model(model: nn.Module) -> ModelDescriptor:
     """The descriptor of a model instance: exact for an ``SRResNet`` or ``RecurrentSRResNet``; for any other
     module (test stand-ins, benchmarks' baselines) the SRResNet contract with its ``scale`` attribute (default 4)."""
-    from vsr.models import RecurrentSRResNet, SRResNet
+    from vsr.models import FlowFusedSRResNet, RecurrentSRResNet, SRResNet
 
     if isinstance(model, SRResNet):
         params = {"num_blocks": len(model.blocks), "channels": model.head[0].out_channels, "scale": model.scale}
         return describe("srresnet", params)
-    if isinstance(model, RecurrentSRResNet):
+    if isinstance(model, (RecurrentSRResNet, FlowFusedSRResNet)):
         return describe(model.arch, model.arch_kwargs)
     return ModelDescriptor(arch=type(model).__name__, scale=int(getattr(model, "scale", 4)))
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsr.models.flowfuse import FlowFusedSRResNet
 from vsr.models.recurrent import RecurrentSRResNet
 from vsr.models.srresnet import ResidualBlock, SRResNet
 
@@ -129,8 +130,8 @@ class FusedSRResNet(nn.Module):
         return F.pixel_shuffle(self.tail(t)[:, : self.out_channels], self.factor)
 
 
-def fuse_recurrent(model: RecurrentSRResNet) -> RecurrentSRResNet:
-    """A copy of a recurrent generator whose SRResNet core is a ``FusedSRResNet`` (same forward and state)."""
+def fuse_recurrent(model: RecurrentSRResNet | FlowFusedSRResNet) -> RecurrentSRResNet | FlowFusedSRResNet:
+    """A copy of a temporal generator (recurrent, window or flow-fused) whose SRResNet core is a ``FusedSRResNet`` (same forward and state)."""
     fused = copy.deepcopy(model)
     fused.core = FusedSRResNet(model.core)
     return fused.to(next(model.parameters()).device).eval()
@@ -141,6 +142,6 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     untouched); any other model as is."""
     if isinstance(model, SRResNet):
         return FusedSRResNet(model).to(next(model.parameters()).device)
-    if isinstance(model, RecurrentSRResNet):
+    if isinstance(model, (RecurrentSRResNet, FlowFusedSRResNet)):
         return fuse_recurrent(model)
     return model

@@ -1,0 +1,130 @@
+"""A causal video generator with no temporal weights: an SRResNet per frame, then each output blended with the
+previous output warped onto it by classical optical flow (OpenCV's DIS on the LR luma; no learned flow network).
+
+One frame in, one frame out, ``forward(lr, state) -> (sr, new_state)``, with the state contract of
+``vsr.models.recurrent`` (three tensors at the LR size, so the engine's streams, segments, scene cuts and
+``reset_where`` work unchanged): the previous LR frame, the previous *fused* output pixel-unshuffled to LR size,
+and a one-channel map that is 1 once a frame has been seen (0: a fresh stream, nothing to blend). Per HR pixel::
+
+    out(t) = (1 - alpha * c) * SR(t) + alpha * c * warp(out(t-1)),   c = exp(-(r / sigma)^2)
+
+where ``r`` is the LR luma residual (0-255 levels) of the previous frame warped by the same flow against this
+frame, upscaled bilinearly: where the flow explains the picture the previous output is trusted, where it does
+not (occlusions, cuts the histogram test missed, new content) the frame's own SR stands. The recursion makes
+``out`` an exponentially weighted, motion-compensated average of past SR frames, so noise and aliasing that
+differ from frame to frame partly cancel, and flicker drops. Memory is bounded (one previous frame).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsr.models.recurrent import State
+from vsr.models.srresnet import SRResNet
+
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+
+
+def _luma_u8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) RGB in [0, 1] -> (N, H, W) uint8 BT.601 luma, as OpenCV's RGB2GRAY computes it."""
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    return (y.float() * 255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def dis_flow(cur: np.ndarray, prev: np.ndarray, preset: str = "medium") -> np.ndarray:
+    """(H, W, 2) float32 flow from ``cur`` to ``prev`` (uint8 luma): ``prev`` sampled at x + flow(x) looks like
+    ``cur`` at x. OpenCV DIS with a fixed preset: deterministic for the same frames."""
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create({"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                                     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
+    return dis.calc(np.ascontiguousarray(cur), np.ascontiguousarray(prev), None)
+
+
+def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``img`` (N, C, H, W) sampled bilinearly at x + ``flow`` (N, 2, H, W) pixels (x then y), edges replicated."""
+    n, _, h, w = img.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=torch.float32),
+                            torch.arange(w, device=img.device, dtype=torch.float32), indexing="ij")
+    gx = (2 * (xs + flow[:, 0]) + 1) / w - 1  # pixel centres, as align_corners=False reads them
+    gy = (2 * (ys + flow[:, 1]) + 1) / h - 1
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(img.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class FlowFusedSRResNet(nn.Module):
+    """x``scale`` streaming generator: input RGB in [0, 1] and a state, output RGB in [-1, 1] and the next state.
+
+    ``core`` is an SRResNet (its tensors under ``core.``, the only learned ones); ``alpha`` (0-1) is how much of
+    the warped previous output a fully trusted pixel takes, ``sigma`` the LR residual (levels) at which trust
+    falls to 1/e, ``preset`` the DIS preset. The flow runs on the CPU (OpenCV) whatever the model's device.
+    """
+
+    def __init__(self, *, num_blocks: int = 16, channels: int = 64, scale: int = 4, alpha: float = 0.5,
+                 sigma: float = 8.0, preset: str = "medium") -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0 or sigma <= 0 or preset not in DIS_PRESETS:
+            raise ValueError(f"alpha must be in [0, 1], sigma > 0 and preset one of {', '.join(DIS_PRESETS)}; "
+                             f"got {alpha}, {sigma}, {preset!r}")
+        self.core = SRResNet(num_blocks=num_blocks, channels=channels, scale=scale)
+        self.scale, self.alpha, self.sigma, self.preset = scale, float(alpha), float(sigma), preset
+        self.state_channels = (3, 3 * scale * scale, 1)
+
+    @property
+    def arch(self) -> str:
+        return "flow-srresnet"
+
+    @property
+    def arch_kwargs(self) -> dict[str, int | float | str]:
+        """The constructor's keyword arguments (what a weights file records)."""
+        return {"num_blocks": len(self.core.blocks), "channels": self.core.head[0].out_channels, "scale": self.scale,
+                "alpha": self.alpha, "sigma": self.sigma, "preset": self.preset}
+
+    def initial_state(self, lr: torch.Tensor) -> State:
+        """A fresh start at ``lr``: no previous output, nothing to blend."""
+        n, _, h, w = lr.shape
+        return lr.clone(), lr.new_zeros(n, self.state_channels[1], h, w), lr.new_zeros(n, 1, h, w)
+
+    def check_state(self, state: State, lr: torch.Tensor) -> None:
+        """A ValueError unless ``state`` is this model's state for frames shaped like ``lr``."""
+        if not isinstance(state, tuple) or len(state) != 3 or not all(isinstance(s, torch.Tensor) for s in state):
+            raise ValueError("state must be the (prev_lr, prev_out, seen) tuple a previous call returned, or None")
+        n, _, h, w = lr.shape
+        got, want = [tuple(s.shape) for s in state], [(n, c, h, w) for c in self.state_channels]
+        if got != want:
+            raise ValueError(f"state shapes {got} do not fit {n} stream(s) of {w}x{h} frames (expected {want}); "
+                             "start a fresh state (None) when the frame size or the number of streams changes")
+
+    def forward(self, lr: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``lr`` (N, 3, H, W) in [0, 1], N independent streams -> ((N, 3, sH, sW) in [-1, 1], the next state)."""
+        if state is None:
+            state = self.initial_state(lr)
+        self.check_state(state, lr)
+        sr = self.core(lr).float()
+        prev_lr, prev_out, seen = state
+        cur_y, prev_y = _luma_u8(lr), _luma_u8(prev_lr)
+        flow = torch.from_numpy(np.stack([dis_flow(c, p, self.preset) for c, p in zip(cur_y, prev_y)]))
+        flow = flow.permute(0, 3, 1, 2).to(lr.device)
+        resid = warp(torch.from_numpy(prev_y).to(lr.device)[:, None].float(), flow) \
+            - torch.from_numpy(cur_y).to(lr.device)[:, None].float()
+        trust = torch.exp(-(resid / self.sigma) ** 2) * seen.float()
+        s = self.scale
+        trust = F.interpolate(trust, scale_factor=s, mode="bilinear", align_corners=False)
+        flow_hr = F.interpolate(flow, scale_factor=s, mode="bilinear", align_corners=False) * s
+        prev_hr = warp(F.pixel_shuffle(prev_out.float(), s), flow_hr)
+        weight = self.alpha * trust
+        out = ((1 - weight) * sr + weight * prev_hr).clamp(-1.0, 1.0)
+        return out.to(sr.dtype), (lr, F.pixel_unshuffle(out, s).to(prev_out.dtype), torch.ones_like(seen))
+
+
+def from_srresnet(model: SRResNet, **fusion: float | str) -> FlowFusedSRResNet:
+    """A flow-fused generator around a copy of ``model``'s tensors; ``fusion``: alpha, sigma, preset."""
+    if not isinstance(model, SRResNet):
+        raise TypeError(f"from_srresnet needs an SRResNet, got {type(model).__name__}")
+    fused = FlowFusedSRResNet(num_blocks=len(model.blocks), channels=model.head[0].out_channels, scale=model.scale,
+                              **fusion)
+    fused.core.load_state_dict(model.state_dict())
+    return fused.to(next(model.parameters()).device).train(model.training)
