@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from clips import make_clip, probe
@@ -40,7 +41,20 @@ def test_success_prints_summary(tmp_path: Path, tiny_weights: Path):
     res = run(src, "-o", tmp_path / "out.mp4", "--weights", tiny_weights, "--batch-size", "2", "--precision", "fp32")
     assert res.exit_code == 0, res.output
     assert "6 frames in, 6 out, 32x24 -> 128x96" in res.output and "fps" in res.output and "fp32" in res.output
+    assert f"model {tiny_weights}," in res.output
     assert probe(tmp_path / "out.mp4")["frames"] == 6
+
+
+def test_without_weights_a_video_gets_the_video_model_and_an_image_the_single_frame_one(tmp_path: Path):
+    from vsr.cli.upscale import default_weights
+
+    (tmp_path / "folder").mkdir()
+    assert default_weights(tmp_path / "a.mp4") == "srresnet-flow" == default_weights(tmp_path / "b.mkv")
+    assert default_weights(tmp_path / "a.png") == "srresnet-mse" == default_weights(tmp_path / "folder")
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), np.full((12, 16, 3), 90, np.uint8))
+    res = run(img, "-o", tmp_path / "out.png", "--precision", "fp32")
+    assert res.exit_code == 0 and "model srresnet-mse," in res.output, res.output
 
 
 def test_missing_file(tmp_path: Path, tiny_weights: Path):

@@ -69,8 +69,15 @@ def test_shipped_weights_are_committed_and_load(name):
     spec = SHIPPED[name]
     assert spec.path.is_file(), f"{spec.path} must be committed"
     loaded = load(name)
-    assert loaded.meta["arch"] == "srresnet" and loaded.scale == 4
+    assert loaded.meta["arch"] == ("flow-srresnet" if name == "srresnet-flow" else "srresnet") and loaded.scale == 4
     assert loaded.meta["name"] == name
+
+
+def test_the_shipped_video_model_is_srresnet_mse_inside():
+    flow, mse = load("srresnet-flow"), load("srresnet-mse")
+    assert flow.descriptor.temporal and flow.meta["made_from"] == "srresnet-mse"
+    core = flow.model.core.state_dict()
+    assert all(torch.equal(core[k], v) for k, v in mse.model.state_dict().items())
 
 
 class RunsCode:

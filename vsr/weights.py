@@ -138,8 +138,12 @@ SHIPPED: dict[str, WeightsSpec] = {spec.name: spec for spec in [
     WeightsSpec("srresnet-real", "srresnet-real.pt", "SRResNet fine-tuned on blur/noise/JPEG/H.264/H.265-degraded "
                 "input: for compressed footage (Vid4 at H.264 CRF 23 / 28: 23.97 / 23.24)",
                 {"Set5": 30.41, "Set14": 27.45, "Vid4": 24.77}),
+    WeightsSpec("srresnet-flow", "srresnet-flow.pt", "srresnet-mse per frame, each output blended with the previous "
+                "one warped by optical flow (a video model: same pictures as srresnet-mse on images)",
+                {"Set5": 31.10, "Vid4": 25.07}),
 ]}
-DEFAULT_WEIGHTS = "srresnet-mse"
+DEFAULT_WEIGHTS = "srresnet-mse"  # images, folders, `vsr bench`, `vsr serve`
+DEFAULT_VIDEO_WEIGHTS = "srresnet-flow"  # `vsr upscale` of a video file
 
 
 def shipped_spec(path: str | Path | None) -> WeightsSpec | None:

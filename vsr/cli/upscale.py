@@ -12,7 +12,7 @@ import typer
 from vsr.cli import register, setup_logging, user_errors
 from vsr.config import UpscaleConfig
 from vsr.errors import InputError, VsrError
-from vsr.weights import DEFAULT_WEIGHTS
+from vsr.weights import DEFAULT_VIDEO_WEIGHTS, DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -28,11 +28,19 @@ def default_output(src: Path, scale: int) -> Path:
     return src.with_name(f"{src.stem}_x{scale}{src.suffix}")
 
 
-def summary(r: Result, device: str, precision: str) -> str:
+def default_weights(src: Path) -> str:
+    """The model for an input without --weights: the video model for a video file (it uses the frames before each
+    one), the single-frame model for an image or a folder (it tiles large pictures; a video model would not)."""
+    from vsr.images import is_image_path
+
+    return DEFAULT_WEIGHTS if src.is_dir() or is_image_path(src) else DEFAULT_VIDEO_WEIGHTS
+
+
+def summary(r: Result, device: str, precision: str, model: str) -> str:
     """The one-line report printed at the end of a run."""
     (w, h), (ow, oh) = r.in_size, r.out_size
     return (f"{r.input} -> {r.output}: {r.frames_in} frames in, {r.frames_out} out, {w}x{h} -> {ow}x{oh}, "
-            f"{r.seconds:.2f} s, {r.fps:.2f} fps, device {device}, precision {precision}")
+            f"{r.seconds:.2f} s, {r.fps:.2f} fps, model {model}, device {device}, precision {precision}")
 
 
 def _clock(seconds: float) -> str:
@@ -96,7 +104,7 @@ def progress_display(quiet: bool) -> tqdm | LineProgress:
 def upscale(
     input: Annotated[Path, typer.Argument(help="Video file, image file, or folder of them.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file or folder (default: INPUT_x4.EXT, or _x2 etc. for other scales).")] = None,
-    weights: Annotated[str, typer.Option(help="Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel).")] = DEFAULT_WEIGHTS,
+    weights: Annotated[Optional[str], typer.Option(help=f"Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel) (default: {DEFAULT_VIDEO_WEIGHTS} for a video file, {DEFAULT_WEIGHTS} for an image or a folder).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N; for --jobs also a list cuda:0,cuda:1 or cuda:all.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames per model batch; a temporal model runs this many segments side by side (0 = auto: from the frame size and free memory).")] = 0,
@@ -120,6 +128,8 @@ def upscale(
     from vsr.pipeline import build_engine, is_image_path
 
     setup_logging(quiet)
+    if weights is None:
+        weights = default_weights(input)
     cfg = UpscaleConfig(weights=weights, device=device, precision=precision, batch_size=batch_size, tile=tile,
                         tile_overlap=tile_overlap, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                         overwrite=overwrite, skip_corrupt=skip_corrupt, quiet=quiet, segment_seconds=segment,
@@ -169,7 +179,7 @@ def upscale(
         for r in results:
             for note in r.notes:
                 typer.echo(f"note: {note}", err=True)
-            typer.echo(summary(r, dev, prec))
+            typer.echo(summary(r, dev, prec, weights))
 
 
 register(upscale)
