@@ -148,3 +148,15 @@ def test_upscaler_follows_ranges_size_multiple_precisions_and_tiling():
         Upscaler(model, device=torch.device("cpu"), precision="bf16", descriptor=d)
     with pytest.raises(VsrError, match="cannot run on tiles"):
         Upscaler(model, device=torch.device("cpu"), descriptor=d, tile=4)
+
+
+def test_models_listing_names_the_default_for_each_kind_of_input():
+    from typer.testing import CliRunner
+
+    from vsr.cli import app
+
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0, res.output
+    assert "srresnet-mse (default for images and folders): srresnet x4" in res.output
+    assert "srresnet-flow (default for video files): flow-srresnet x4" in res.output
+    assert res.output.count("(default") == 2
