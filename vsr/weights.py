@@ -76,7 +76,7 @@ class ModelDescriptor:
 
 
 KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet", "flow-srresnet")
-TRAINABLE_ARCHS = KNOWN_ARCHS[:3]  # flow-srresnet is made from a trained SRResNet (scripts/make_flow_model.py)
+TRAINABLE_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet")  # flow-srresnet is made, not trained: from an SRResNet (scripts/make_flow_model.py)
 DEFAULT_PARAMS = {"srresnet": SRRESNET_PARAMS, "recurrent-srresnet": RECURRENT_PARAMS, "window-srresnet": WINDOW_PARAMS,
                   "flow-srresnet": FLOW_PARAMS}
 
