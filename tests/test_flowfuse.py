@@ -139,7 +139,7 @@ def test_streaming_equals_the_whole_sequence_loop_in_any_chunks(splits: tuple[in
 def test_a_scene_cut_restarts_the_blend():
     model = from_srresnet(tiny_model(4), alpha=0.8).eval()
     a = _panning(3, seed=0)
-    b = (255 - _panning(3, seed=9).transpose(0, 1, 2, 3)) // 4  # other content, far away in luma histogram
+    b = (255 - _panning(3, seed=9)) // 4  # other content, far away in luma histogram
     up = Upscaler(model, device=CPU, fuse=False)
     got, _ = _stream(up, np.concatenate([a, b])[None])
     fresh_b, _ = _stream(up, b[None])
