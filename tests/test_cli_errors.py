@@ -51,6 +51,7 @@ def test_without_weights_a_video_gets_the_video_model_and_an_image_the_single_fr
     (tmp_path / "folder").mkdir()
     assert default_weights(tmp_path / "a.mp4") == "srresnet-flow" == default_weights(tmp_path / "b.mkv")
     assert default_weights(tmp_path / "a.png") == "srresnet-mse" == default_weights(tmp_path / "folder")
+    assert default_weights(tmp_path / "a.mp4", tile=64) == "srresnet-mse"  # tiles: the video model cannot
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), np.full((12, 16, 3), 90, np.uint8))
     res = run(img, "-o", tmp_path / "out.png", "--precision", "fp32")
