@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsr.models.recurrent import State
+from vsr.models.recurrent import State, check_state
 from vsr.models.srresnet import SRResNet
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
@@ -46,7 +46,7 @@ def dis_flow(cur: np.ndarray, prev: np.ndarray, preset: str = "medium") -> np.nd
 
 def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``img`` (N, C, H, W) sampled bilinearly at x + ``flow`` (N, 2, H, W) pixels (x then y), edges replicated."""
-    n, _, h, w = img.shape
+    h, w = img.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=torch.float32),
                             torch.arange(w, device=img.device, dtype=torch.float32), indexing="ij")
     gx = (2 * (xs + flow[:, 0]) + 1) / w - 1  # pixel centres, as align_corners=False reads them
@@ -90,13 +90,7 @@ class FlowFusedSRResNet(nn.Module):
 
     def check_state(self, state: State, lr: torch.Tensor) -> None:
         """A ValueError unless ``state`` is this model's state for frames shaped like ``lr``."""
-        if not isinstance(state, tuple) or len(state) != 3 or not all(isinstance(s, torch.Tensor) for s in state):
-            raise ValueError("state must be the (prev_lr, prev_out, seen) tuple a previous call returned, or None")
-        n, _, h, w = lr.shape
-        got, want = [tuple(s.shape) for s in state], [(n, c, h, w) for c in self.state_channels]
-        if got != want:
-            raise ValueError(f"state shapes {got} do not fit {n} stream(s) of {w}x{h} frames (expected {want}); "
-                             "start a fresh state (None) when the frame size or the number of streams changes")
+        check_state(state, lr, self.state_channels, "(prev_lr, prev_out, seen)")
 
     def forward(self, lr: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """``lr`` (N, 3, H, W) in [0, 1], N independent streams -> ((N, 3, sH, sW) in [-1, 1], the next state)."""

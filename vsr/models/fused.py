@@ -130,8 +130,9 @@ class FusedSRResNet(nn.Module):
         return F.pixel_shuffle(self.tail(t)[:, : self.out_channels], self.factor)
 
 
-def fuse_recurrent(model: RecurrentSRResNet | FlowFusedSRResNet) -> RecurrentSRResNet | FlowFusedSRResNet:
-    """A copy of a temporal generator (recurrent, window or flow-fused) whose SRResNet core is a ``FusedSRResNet`` (same forward and state)."""
+def fuse_temporal(model: RecurrentSRResNet | FlowFusedSRResNet) -> RecurrentSRResNet | FlowFusedSRResNet:
+    """A copy of a temporal generator (recurrent, window or flow-fused) whose SRResNet core is a ``FusedSRResNet``
+    (same forward and state)."""
     fused = copy.deepcopy(model)
     fused.core = FusedSRResNet(model.core)
     return fused.to(next(model.parameters()).device).eval()
@@ -143,5 +144,5 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     if isinstance(model, SRResNet):
         return FusedSRResNet(model).to(next(model.parameters()).device)
     if isinstance(model, (RecurrentSRResNet, FlowFusedSRResNet)):
-        return fuse_recurrent(model)
+        return fuse_temporal(model)
     return model

@@ -88,14 +88,7 @@ class RecurrentSRResNet(nn.Module):
 
     def check_state(self, state: State, lr: torch.Tensor) -> None:
         """A ValueError unless ``state`` is this model's state for frames shaped like ``lr``."""
-        if not isinstance(state, tuple) or len(state) != 3 or not all(isinstance(s, torch.Tensor) for s in state):
-            raise ValueError("state must be the (prev_lr, prev_out, hidden) tuple a previous call returned, or None")
-        n, _, h, w = lr.shape
-        got = [tuple(s.shape) for s in state]
-        want = [(n, c, h, w) for c in self.state_channels]
-        if got != want:
-            raise ValueError(f"state shapes {got} do not fit {n} stream(s) of {w}x{h} frames (expected {want}); "
-                             "start a fresh state (None) when the frame size or the number of streams changes")
+        check_state(state, lr, self.state_channels, "(prev_lr, prev_out, hidden)")
 
     def forward(self, lr: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """``lr`` (N, 3, H, W) in [0, 1], N independent streams -> ((N, 3, sH, sW) in [-1, 1], the next state)."""
@@ -111,6 +104,19 @@ class RecurrentSRResNet(nn.Module):
         if self.to_hidden is None:
             return out, (prev_lr, state[1], state[2])
         return out, (prev_lr, F.pixel_unshuffle(out.clamp(-1.0, 1.0), self.scale), torch.tanh(self.to_hidden(trunk)))
+
+
+def check_state(state: State, lr: torch.Tensor, channels: tuple[int, int, int], names: str) -> None:
+    """A ValueError unless ``state`` is a 3-tensor state (``names`` says what they are) of ``channels`` channels
+    each for frames shaped like ``lr``: the check every temporal model's ``check_state`` makes."""
+    if not isinstance(state, tuple) or len(state) != 3 or not all(isinstance(s, torch.Tensor) for s in state):
+        raise ValueError(f"state must be the {names} tuple a previous call returned, or None")
+    n, _, h, w = lr.shape
+    got = [tuple(s.shape) for s in state]
+    want = [(n, c, h, w) for c in channels]
+    if got != want:
+        raise ValueError(f"state shapes {got} do not fit {n} stream(s) of {w}x{h} frames (expected {want}); "
+                         "start a fresh state (None) when the frame size or the number of streams changes")
 
 
 class Unrolled(nn.Module):
