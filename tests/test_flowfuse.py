@@ -73,6 +73,21 @@ def test_dis_flow_and_warp_recover_a_known_shift():
     assert (warp(prev, torch.zeros(1, 2, 48, 64)) - cur)[..., :-3].abs().mean() > 5  # the negative control
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (6, 7), (11, 30), (12, 40), (15, 200), (40, 13), (13, 13)])
+def test_the_flow_takes_frames_of_any_size(shape: tuple[int, int]):
+    """DIS refuses frames under 12 px on both sides and crashed the process on some 12-15 px high wide ones."""
+    h, w = shape
+    a = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    flow = dis_flow(a, a)
+    assert flow.shape == (h, w, 2) and np.isfinite(flow).all() and np.abs(flow).max() < 0.5  # a still: no motion
+    model = from_srresnet(tiny_model(1)).eval()
+    x = torch.from_numpy(a).float().div(255).expand(3, h, w)[None]
+    with torch.no_grad():
+        out, state = model(x, None)
+        out, _ = model(x, state)
+    assert out.shape == (1, 3, 4 * h, 4 * w)
+
+
 def test_first_frame_and_alpha_zero_are_the_srresnet():
     base = tiny_model(2)
     clip = torch.from_numpy(_panning(4, 24, 20)).permute(0, 3, 1, 2).float()[:, None] / 255.0

@@ -25,6 +25,7 @@ from vsr.models.recurrent import State, check_state
 from vsr.models.srresnet import SRResNet
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+MIN_FLOW_SIDE = 16  # the smallest side given to DIS (see dis_flow)
 
 
 def _luma_u8(x: torch.Tensor) -> np.ndarray:
@@ -41,7 +42,12 @@ def dis_flow(cur: np.ndarray, prev: np.ndarray, preset: str = "medium") -> np.nd
     dis = cv2.DISOpticalFlow_create({"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
                                      "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                                      "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
-    return dis.calc(np.ascontiguousarray(cur), np.ascontiguousarray(prev), None)
+    h, w = cur.shape
+    # DIS refuses pictures under 12 px on both sides and crashes the process (OpenCV 5.1) on some 12-15 px
+    # high, wide ones: smaller sides are edge-padded to MIN_FLOW_SIDE and the flow cropped back.
+    pad = ((0, max(0, MIN_FLOW_SIDE - h)), (0, max(0, MIN_FLOW_SIDE - w)))
+    cur, prev = (np.pad(a, pad, mode="edge") if pad != ((0, 0), (0, 0)) else a for a in (cur, prev))
+    return dis.calc(np.ascontiguousarray(cur), np.ascontiguousarray(prev), None)[:h, :w]
 
 
 def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
