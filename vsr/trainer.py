@@ -38,7 +38,8 @@ from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
                         uses_gan, vgg_loss)
 from vsr.metrics import psnr
-from vsr.models import Discriminator, RecurrentSRResNet
+from vsr.models import Discriminator, FlowFusedSRResNet, RecurrentSRResNet
+from vsr.models.flowfuse import from_srresnet as flow_from_srresnet
 from vsr.models.recurrent import Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
@@ -314,7 +315,7 @@ def _param_groups(gen: nn.Module, core_lr: float) -> list[dict[str, Any]]:
     """The generator's Adam groups: one, or for a recurrent one with ``core_lr`` < 1 the SRResNet core apart at
     that fraction of the learning rate (``lr_scale``); at 0 the core is frozen (``freeze_core``: not optimised,
     its batch norms' statistics kept)."""
-    if core_lr == 1.0 or not isinstance(gen, RecurrentSRResNet):
+    if core_lr == 1.0 or not isinstance(gen, (RecurrentSRResNet, FlowFusedSRResNet)):
         return [{"params": list(gen.parameters()), "lr_scale": 1.0}]
     core = list(gen.core.parameters())
     ids = {id(p) for p in core}
@@ -327,9 +328,9 @@ def _param_groups(gen: nn.Module, core_lr: float) -> list[dict[str, Any]]:
 
 
 def build_generator(arch: str, init: str | None = None) -> nn.Module:
-    """The generator of ``arch`` (default sizes), randomly initialised or from the weights ``init``. A recurrent
-    one starts from an SRResNet file through ``from_srresnet`` (temporal conv at zero: it computes the SRResNet
-    exactly), or from a recurrent file as it is."""
+    """The generator of ``arch`` (default sizes), randomly initialised or from the weights ``init``. A temporal
+    one starts from an SRResNet file through its ``from_srresnet`` (temporal conv or fusion at zero: it computes
+    the SRResNet, or the fixed flow blend, exactly), or from a file of its own architecture as it is."""
     if not init:
         return weights_io.describe(arch, {}).build()
     loaded = weights_io.load(init)
@@ -338,7 +339,11 @@ def build_generator(arch: str, init: str | None = None) -> nn.Module:
         _load_into(gen, loaded.model.state_dict(), loaded.path, arch)
         return gen
     params = weights_io.DEFAULT_PARAMS[arch]
-    gen = from_srresnet(loaded.model, **{k: params[k] for k in ("hidden", "temporal_kernel", "window", "feedback")})
+    if arch == "fusion-srresnet":
+        gen = flow_from_srresnet(loaded.model, **{k: params[k] for k in ("alpha", "sigma", "preset", "fusion",
+                                                                         "fusion_layers")})
+    else:
+        gen = from_srresnet(loaded.model, **{k: params[k] for k in ("hidden", "temporal_kernel", "window", "feedback")})
     if gen.arch_kwargs != params:
         raise WeightsError(f"{loaded.path}: an SRResNet of {loaded.descriptor.params}; {arch} trains with {params}")
     return gen

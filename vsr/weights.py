@@ -31,6 +31,8 @@ RECURRENT_PARAMS = SRRESNET_PARAMS | {"hidden": 32, "temporal_kernel": 3, "windo
 WINDOW_PARAMS = SRRESNET_PARAMS | {"hidden": 0, "temporal_kernel": 3, "window": 3, "feedback": False}
 # an SRResNet per frame blended with its warped previous output (vsr.models.flowfuse): no temporal weights
 FLOW_PARAMS = SRRESNET_PARAMS | {"alpha": 0.5, "sigma": 8.0, "preset": "medium"}
+# the same blend refined by a small learned network (FusionNet): trained with the core frozen
+FUSION_PARAMS = FLOW_PARAMS | {"fusion": 64, "fusion_layers": 5}
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,11 @@ class ModelDescriptor:
             raise WeightsError(f"{self.arch}({self.params}): {exc}") from None
 
 
-KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet", "flow-srresnet")
-TRAINABLE_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet")  # flow-srresnet is made, not trained: from an SRResNet (scripts/make_flow_model.py)
+KNOWN_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet", "flow-srresnet", "fusion-srresnet")
+# flow-srresnet is made, not trained: from an SRResNet (scripts/make_flow_model.py)
+TRAINABLE_ARCHS = ("srresnet", "recurrent-srresnet", "window-srresnet", "fusion-srresnet")
 DEFAULT_PARAMS = {"srresnet": SRRESNET_PARAMS, "recurrent-srresnet": RECURRENT_PARAMS, "window-srresnet": WINDOW_PARAMS,
-                  "flow-srresnet": FLOW_PARAMS}
+                  "flow-srresnet": FLOW_PARAMS, "fusion-srresnet": FUSION_PARAMS}
 
 
 def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
@@ -91,9 +94,10 @@ def describe(arch: str, params: dict[str, Any]) -> ModelDescriptor:
     peak = 3 * channels * scale**2
     if arch == "srresnet":
         return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak)
-    if arch == "flow-srresnet":  # its state and the flow/trust maps at LR size, the warped output at HR size
+    if arch in ("flow-srresnet", "fusion-srresnet"):  # state, flow, trust at LR size, the warped output at HR size
+        fusion = 3 * int(params.get("fusion", 0)) + 10 * scale**2 if arch == "fusion-srresnet" else 0
         return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * (3 + 3 * scale**2 + 1)
-                               + 4 * 3 * scale**2, tiling=False, temporal=True)
+                               + 4 * 3 * scale**2 + fusion, tiling=False, temporal=True)
     # a temporal one adds its state and the temporal conv's input at LR size; its state spans whole frames
     state = 3 * (int(params["window"]) - 1) + (3 * scale**2 if params["feedback"] else 0) + int(params["hidden"])
     return ModelDescriptor(arch=arch, scale=scale, params=params, activation_elements=peak + 2 * state + channels,

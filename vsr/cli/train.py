@@ -32,6 +32,7 @@ class Arch(str, Enum):
     srresnet = "srresnet"
     recurrent_srresnet = "recurrent-srresnet"
     window_srresnet = "window-srresnet"
+    fusion_srresnet = "fusion-srresnet"
 
 
 class Content(str, Enum):
@@ -52,7 +53,7 @@ def run(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Folder of HR training images (repeat for several).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoint.pt, log.csv, curves.png, grid.png.")] = Path(DEFAULTS.out),
     val: Annotated[Optional[Path], typer.Option(help="Folder of HR validation images (Y-PSNR, 4-px crop); for a temporal --arch also a folder of clip folders (e.g. vid4/GT), frames in order.")] = None,
-    arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames), recurrent-srresnet (streaming: the previous frame, output and a hidden map go back in) or window-srresnet (frames t-2, t-1, t, nothing fed back); the temporal ones train on --clips and/or synthetic sequences from the --data images, --init srresnet-mse warm-starts them exactly.")] = Arch(DEFAULTS.arch),
+    arch: Annotated[Arch, typer.Option(help="Generator: srresnet (single frames), recurrent-srresnet (streaming: the previous frame, output and a hidden map go back in) window-srresnet (frames t-2, t-1, t, nothing fed back) or fusion-srresnet (the optical-flow blend of srresnet-flow refined by a small learned network; train it with --core-lr 0); the temporal ones train on --clips and/or synthetic sequences from the --data images, --init srresnet-mse warm-starts them exactly.")] = Arch(DEFAULTS.arch),
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Frames per training sequence of a temporal --arch (default 5; at least 2).")] = None,
     motion: Annotated[float, typer.Option(min=0, help="Temporal --arch: the camera's largest shift per frame along each axis, in HR px.")] = DEFAULTS.motion,
     clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Temporal --arch: real clips to train on (repeat): a video file, or a folder where every folder of frames (in natural name order: im2 before im10) and every video is one clip.")] = None,

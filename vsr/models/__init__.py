@@ -6,6 +6,6 @@ from vsr.models.srresnet import SRResNet, count_parameters
 from vsr.models.vgg import VGG54
 
 ARCHITECTURES = {"srresnet": SRResNet, "recurrent-srresnet": RecurrentSRResNet, "window-srresnet": RecurrentSRResNet,
-                 "flow-srresnet": FlowFusedSRResNet}
+                 "flow-srresnet": FlowFusedSRResNet, "fusion-srresnet": FlowFusedSRResNet}
 
 __all__ = ["ARCHITECTURES", "Discriminator", "FlowFusedSRResNet", "RecurrentSRResNet", "SRResNet", "VGG54", "count_parameters"]

@@ -13,6 +13,12 @@ frame, upscaled bilinearly: where the flow explains the picture the previous out
 not (occlusions, cuts the histogram test missed, new content) the frame's own SR stands. The recursion makes
 ``out`` an exponentially weighted, motion-compensated average of past SR frames, so noise and aliasing that
 differ from frame to frame partly cancel, and flicker drops. Memory is bounded (one previous frame).
+
+With ``fusion`` channels (architecture ``fusion-srresnet``) a small learned network refines that blend: at LR
+size it reads SR(t) and warp(out(t-1)) (both pixel-unshuffled), LR(t), LR(t-1) warped by the flow and the trust
+map, and adds a correction to the blend weight and a residual to the picture, both at HR. Its last conv starts
+at zero, so a model made by :func:`from_srresnet` computes the fixed blend exactly until it is trained, and a
+fresh stream's first frame is the SRResNet's picture either way (nothing to fuse yet).
 """
 from __future__ import annotations
 
@@ -26,6 +32,29 @@ from vsr.models.srresnet import SRResNet
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
 MIN_FLOW_SIDE = 16  # the smallest side given to DIS (see dis_flow)
+
+
+class FusionNet(nn.Module):
+    """The learned part of ``fusion-srresnet``: (N, 6 * s^2 + 7, H, W) at LR size -> the weight correction
+    (N, 1, sH, sW) and the residual (N, 3, sH, sW) at HR size. Plain 3x3 convs with leaky ReLUs; the last at zero."""
+
+    def __init__(self, scale: int, channels: int, layers: int) -> None:
+        super().__init__()
+        if channels < 1 or layers < 2:
+            raise ValueError(f"fusion needs channels >= 1 and fusion_layers >= 2, got {channels} and {layers}")
+        self.scale = scale
+        width = [6 * scale * scale + 7] + [channels] * (layers - 1)
+        body: list[nn.Module] = []
+        for cin, cout in zip(width[:-1], width[1:]):
+            body += [nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        self.body = nn.Sequential(*body)
+        self.out = nn.Conv2d(channels, 4 * scale * scale, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = F.pixel_shuffle(self.out(self.body(x)).float(), self.scale)
+        return d[:, :1], d[:, 1:]
 
 
 def _luma_u8(x: torch.Tensor) -> np.ndarray:
@@ -67,10 +96,11 @@ class FlowFusedSRResNet(nn.Module):
     ``core`` is an SRResNet (its tensors under ``core.``, the only learned ones); ``alpha`` (0-1) is how much of
     the warped previous output a fully trusted pixel takes, ``sigma`` the LR residual (levels) at which trust
     falls to 1/e, ``preset`` the DIS preset. The flow runs on the CPU (OpenCV) whatever the model's device.
+    ``fusion``: channels of the learned refinement (0: none, the fixed blend), ``fusion_layers`` its convs.
     """
 
     def __init__(self, *, num_blocks: int = 16, channels: int = 64, scale: int = 4, alpha: float = 0.5,
-                 sigma: float = 8.0, preset: str = "medium") -> None:
+                 sigma: float = 8.0, preset: str = "medium", fusion: int = 0, fusion_layers: int = 4) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0 or sigma <= 0 or preset not in DIS_PRESETS:
             raise ValueError(f"alpha must be in [0, 1], sigma > 0 and preset one of {', '.join(DIS_PRESETS)}; "
@@ -78,16 +108,36 @@ class FlowFusedSRResNet(nn.Module):
         self.core = SRResNet(num_blocks=num_blocks, channels=channels, scale=scale)
         self.scale, self.alpha, self.sigma, self.preset = scale, float(alpha), float(sigma), preset
         self.state_channels = (3, 3 * scale * scale, 1)
+        self.fusion = FusionNet(scale, fusion, fusion_layers) if fusion else None
+        self.fusion_layers = fusion_layers
+        self.core_frozen = False
+
+    def freeze_core(self) -> FlowFusedSRResNet:
+        """Train only the fusion: the core's tensors stop learning and its batch norms stay in eval mode."""
+        self.core_frozen = True
+        self.core.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> FlowFusedSRResNet:
+        super().train(mode)
+        if self.core_frozen:
+            self.core.eval()
+        return self
 
     @property
     def arch(self) -> str:
-        return "flow-srresnet"
+        """flow-srresnet (the fixed blend) or fusion-srresnet (with the learned refinement)."""
+        return "flow-srresnet" if self.fusion is None else "fusion-srresnet"
 
     @property
     def arch_kwargs(self) -> dict[str, int | float | str]:
         """The constructor's keyword arguments (what a weights file records)."""
-        return {"num_blocks": len(self.core.blocks), "channels": self.core.head[0].out_channels, "scale": self.scale,
-                "alpha": self.alpha, "sigma": self.sigma, "preset": self.preset}
+        kwargs: dict[str, int | float | str] = {
+            "num_blocks": len(self.core.blocks), "channels": self.core.head[0].out_channels, "scale": self.scale,
+            "alpha": self.alpha, "sigma": self.sigma, "preset": self.preset}
+        if self.fusion is not None:
+            kwargs |= {"fusion": self.fusion.out.in_channels, "fusion_layers": self.fusion_layers}
+        return kwargs
 
     def initial_state(self, lr: torch.Tensor) -> State:
         """A fresh start at ``lr``: no previous output, nothing to blend."""
@@ -103,28 +153,41 @@ class FlowFusedSRResNet(nn.Module):
         if state is None:
             state = self.initial_state(lr)
         self.check_state(state, lr)
-        sr = self.core(lr).float()
+        if self.core_frozen:
+            with torch.no_grad():
+                sr = self.core(lr).float()
+        else:
+            sr = self.core(lr).float()
         prev_lr, prev_out, seen = state
         cur_y, prev_y = _luma_u8(lr), _luma_u8(prev_lr)
         flow = torch.from_numpy(np.stack([dis_flow(c, p, self.preset) for c, p in zip(cur_y, prev_y)]))
         flow = flow.permute(0, 3, 1, 2).to(lr.device)
         resid = warp(torch.from_numpy(prev_y).to(lr.device)[:, None].float(), flow) \
             - torch.from_numpy(cur_y).to(lr.device)[:, None].float()
-        trust = torch.exp(-(resid / self.sigma) ** 2) * seen.float()
+        trust_lr = torch.exp(-(resid / self.sigma) ** 2) * seen.float()
         s = self.scale
-        trust = F.interpolate(trust, scale_factor=s, mode="bilinear", align_corners=False)
+        trust = F.interpolate(trust_lr, scale_factor=s, mode="bilinear", align_corners=False)
         flow_hr = F.interpolate(flow, scale_factor=s, mode="bilinear", align_corners=False) * s
         prev_hr = warp(F.pixel_shuffle(prev_out.float(), s), flow_hr)
         weight = self.alpha * trust
-        out = ((1 - weight) * sr + weight * prev_hr).clamp(-1.0, 1.0)
+        if self.fusion is None:
+            out = ((1 - weight) * sr + weight * prev_hr).clamp(-1.0, 1.0)
+        else:
+            prev_lr_hat = warp(prev_lr, flow)
+            dw, res = self.fusion(torch.cat([F.pixel_unshuffle(sr, s), F.pixel_unshuffle(prev_hr, s), lr.float(),
+                                             prev_lr_hat, trust_lr], dim=1))
+            seen_hr = F.interpolate(seen.float(), scale_factor=s, mode="nearest")
+            weight = (weight + dw * seen_hr).clamp(0.0, 1.0)
+            out = ((1 - weight) * sr + weight * prev_hr + res * seen_hr).clamp(-1.0, 1.0)
         return out.to(sr.dtype), (lr, F.pixel_unshuffle(out, s).to(prev_out.dtype), torch.ones_like(seen))
 
 
-def from_srresnet(model: SRResNet, **fusion: float | str) -> FlowFusedSRResNet:
-    """A flow-fused generator around a copy of ``model``'s tensors; ``fusion``: alpha, sigma, preset."""
+def from_srresnet(model: SRResNet, **settings: float | str | int) -> FlowFusedSRResNet:
+    """A flow-fused generator around a copy of ``model``'s tensors; ``settings``: alpha, sigma, preset, fusion,
+    fusion_layers (with ``fusion``, the learned part starts at zero: the fixed blend exactly)."""
     if not isinstance(model, SRResNet):
         raise TypeError(f"from_srresnet needs an SRResNet, got {type(model).__name__}")
     fused = FlowFusedSRResNet(num_blocks=len(model.blocks), channels=model.head[0].out_channels, scale=model.scale,
-                              **fusion)
+                              **settings)
     fused.core.load_state_dict(model.state_dict())
     return fused.to(next(model.parameters()).device).train(model.training)
