@@ -19,7 +19,7 @@ from vsr.cli import app
 from vsr.cli.train import Loss
 from vsr.config import TrainConfig
 from vsr.errors import DataError, VsrError, WeightsError
-from vsr.losses import LOSSES, content_weights, parse_schedule
+from vsr.losses import LOSSES, content_weights, log_mse, parse_schedule
 from vsr.models import VGG54
 from vsr.trainer import export, resume_config, train
 from vsr.weights import load
@@ -79,6 +79,23 @@ def test_perceptual_and_gan_losses_run_and_update_both_networks(tmp_path: Path, 
     if loss == "perpix":
         assert [(float(r["w_mse"]), float(r["w_vgg"])) for r in rows] == [(10, 1), (10, 10), (1, 10)]
         assert all(float(r["adv"]) > 0 and float(r["d_loss"]) > 0 for r in rows)
+
+
+def test_the_psnr_loss_is_minus_the_mean_psnr_and_trains(tmp_path: Path):
+    hr = torch.zeros(2, 3, 4, 4)
+    easy, hard = torch.full((1, 3, 4, 4), 0.01), torch.full((1, 3, 4, 4), 0.5)
+    sr = torch.cat([easy, hard])
+    psnrs = [10 * torch.log10(4 / torch.tensor(m)) for m in (1e-4, 0.25)]  # range [-1, 1]: peak 2, peak^2 4
+    assert log_mse(sr, hr).item() == pytest.approx(10 * torch.log10(torch.tensor(4.0)).item() - sum(psnrs).item() / 2,
+                                                   rel=1e-5)
+    # halving the hard picture's error while the easy one's grows tenfold: batch MSE falls, mean PSNR falls too
+    worse = torch.cat([easy * 10 ** 0.5, hard / 2 ** 0.5])
+    assert torch.nn.functional.mse_loss(worse, hr) < torch.nn.functional.mse_loss(sr, hr)
+    assert log_mse(worse, hr) > log_mse(sr, hr)
+    run = train(_cfg(tmp_path, loss="psnr", steps=30, log_every=10), quiet=True)
+    rows = _log(run)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) < 0  # in dB: 10 log10 of an MSE below 1
+    assert content_weights("psnr", 1) == (1, 0)
 
 
 def test_perpix_schedule_boundaries():

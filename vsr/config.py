@@ -41,7 +41,7 @@ class TrainConfig:
     clips: list[str] = field(default_factory=list)  # temporal arch: real clips (frame folders, video files)
     clip_share: float | None = None  # of sequences from --clips when --data stills are given too (None: 0.5)
     core_lr: float = 1.0  # temporal arch: the SRResNet core's learning rate as a fraction of --lr (0: frozen)
-    loss: str = "mse"  # mse | vgg | gan | perpix
+    loss: str = "mse"  # mse | vgg | gan | perpix | psnr (per-picture log MSE)
     content: str = "mse"  # content loss of --loss gan: mse | vgg
     adv_weight: float = 1e-3
     perpix_schedule: str = "15000:10:1,20000:10:10,35000:1:10"  # until-step:w_mse:w_vgg,...

@@ -1,4 +1,5 @@
-"""The SRGAN losses: pixel MSE, VGG54 perceptual, adversarial, and the Per-Pix weight schedule."""
+"""The SRGAN losses: pixel MSE (or its per-picture log, PSNR's loss), VGG54 perceptual, adversarial, and the Per-Pix
+weight schedule."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from torch import nn
 from vsr.errors import VsrError
 
 VGG_RESCALE = 1.0 / 12.75  # Ledig et al.: brings VGG54 feature MSE to the scale of the pixel MSE
-LOSSES = ("mse", "vgg", "gan", "perpix")
+LOSSES = ("mse", "vgg", "gan", "perpix", "psnr")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def parse_schedule(text: str) -> tuple[Stage, ...]:
 
 def content_weights(loss: str, step: int, *, content: str = "mse", schedule: tuple[Stage, ...] = DEFAULT_PERPIX) -> tuple[float, float]:
     """(MSE weight, VGG weight) at 1-based ``step`` for ``loss``; the last Per-Pix stage holds past its end."""
-    if loss == "mse":
+    if loss in ("mse", "psnr"):
         return 1.0, 0.0
     if loss == "vgg":
         return 0.0, 1.0
@@ -54,6 +55,14 @@ def content_weights(loss: str, step: int, *, content: str = "mse", schedule: tup
 
 def uses_gan(loss: str) -> bool:
     return loss in ("gan", "perpix")
+
+
+def log_mse(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """Mean over pictures (dim 0) of 10 log10 of each one's pixel MSE, i.e. minus the mean PSNR up to a constant:
+    every picture counts by its relative error, where the plain MSE of a batch follows its hardest pictures (and
+    a change that helps those while costing the easy ones lowers the MSE and the mean PSNR together)."""
+    per = (sr.float() - hr.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(per.clamp_min(1e-10)).mean()
 
 
 def vgg_loss(vgg: nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from vsr.device import autocast, resolve_device, resolve_precision
 from vsr.errors import DataError, VsrError, WeightsError
 from vsr.images import write_image
 from vsr.inference import Upscaler
-from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, parse_schedule,
+from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, log_mse, parse_schedule,
                         uses_gan, vgg_loss)
 from vsr.metrics import psnr
 from vsr.models import Discriminator, FlowFusedSRResNet, RecurrentSRResNet
@@ -399,7 +399,7 @@ def train_step(run: Run, lr_img: torch.Tensor, hr_img: torch.Tensor, w_mse: floa
     if sr.dim() == 5:  # (N, T, ...) sequences of a temporal generator: every frame counts, as a batch of N*T
         sr, hr_img = sr.flatten(0, 1), hr_img.flatten(0, 1)
     terms: dict[str, torch.Tensor] = {"pixel_mse": F.mse_loss(sr.float(), hr_img)}
-    total = w_mse * terms["pixel_mse"]
+    total = w_mse * (log_mse(sr, hr_img) if cfg.loss == "psnr" else terms["pixel_mse"])
     if w_vgg:
         with autocast(device, precision):
             terms["vgg"] = vgg_loss(run.vgg, sr, hr_img)

@@ -24,6 +24,7 @@ class Loss(str, Enum):
     vgg = "vgg"
     gan = "gan"
     perpix = "perpix"
+    psnr = "psnr"
 
 
 class Arch(str, Enum):
@@ -59,7 +60,7 @@ def run(
     clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Temporal --arch: real clips to train on (repeat): a video file, or a folder where every folder of frames (in natural name order: im2 before im10) and every video is one clip.")] = None,
     clip_share: Annotated[Optional[float], typer.Option(min=0, max=1, help="With --clips and --data: the share of sequences cut from the clips (default 0.5); the rest move over the stills.")] = None,
     core_lr: Annotated[float, typer.Option(min=0, max=1, help="Temporal --arch: the SRResNet core's learning rate as a fraction of --lr (0 freezes it; the temporal layers learn at --lr).")] = DEFAULTS.core_lr,
-    loss: Annotated[Loss, typer.Option(help="Generator loss.")] = Loss(DEFAULTS.loss),
+    loss: Annotated[Loss, typer.Option(help="Generator loss: mse, vgg, gan, perpix, or psnr (the mean over pictures of the log of each one's MSE: what mean PSNR measures, so no picture dominates; the loss column is then in dB).")] = Loss(DEFAULTS.loss),
     content: Annotated[Content, typer.Option(help="Content loss of --loss gan.")] = Content(DEFAULTS.content),
     adv_weight: Annotated[float, typer.Option(min=0, help="Weight of the adversarial loss (gan, perpix).")] = DEFAULTS.adv_weight,
     perpix_schedule: Annotated[str, typer.Option(help="Per-Pix stages UNTIL_STEP:W_MSE:W_VGG,...")] = DEFAULTS.perpix_schedule,
