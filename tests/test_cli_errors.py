@@ -52,10 +52,22 @@ def test_without_weights_a_video_gets_the_video_model_and_an_image_the_single_fr
     assert default_weights(tmp_path / "a.mp4") == "srresnet-flow" == default_weights(tmp_path / "b.mkv")
     assert default_weights(tmp_path / "a.png") == "srresnet-mse" == default_weights(tmp_path / "folder")
     assert default_weights(tmp_path / "a.mp4", tile=64) == "srresnet-mse"  # tiles: the video model cannot
+    (tmp_path / "folder" / "x.png").write_bytes(b"")
+    assert default_weights(tmp_path / "folder") == "srresnet-mse"  # images only
+    (tmp_path / "folder" / "clip.MOV").write_bytes(b"")
+    assert default_weights(tmp_path / "folder") == "srresnet-flow"  # a folder holding a video
+    assert default_weights(tmp_path / "folder", tile=32) == "srresnet-mse"
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), np.full((12, 16, 3), 90, np.uint8))
     res = run(img, "-o", tmp_path / "out.png", "--precision", "fp32")
     assert res.exit_code == 0 and "model srresnet-mse," in res.output, res.output
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / "in.png"), cv2.imread(str(img)))
+    make_clip(mixed / "clip.mp4", frames=3, width=16, height=12)
+    res = run(mixed, "-o", tmp_path / "mixed_x4", "--precision", "fp32")
+    assert res.exit_code == 0 and res.output.count("model srresnet-flow,") == 2, res.output
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "mixed_x4" / "in.png")), cv2.imread(str(tmp_path / "out.png")))
 
 
 def test_missing_file(tmp_path: Path, tiny_weights: Path):

@@ -157,6 +157,6 @@ def test_models_listing_names_the_default_for_each_kind_of_input():
 
     res = CliRunner().invoke(app, ["models"])
     assert res.exit_code == 0, res.output
-    assert "srresnet-mse (default for images and folders): srresnet x4" in res.output
-    assert "srresnet-flow (default for video files): flow-srresnet x4" in res.output
+    assert "srresnet-mse (default for images and folders of images): srresnet x4" in res.output
+    assert "srresnet-flow (default for videos and folders holding one): flow-srresnet x4" in res.output
     assert res.output.count("(default") == 2

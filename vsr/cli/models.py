@@ -46,8 +46,8 @@ def models(
                 typer.echo(line)
             return
         for name in weights_io.SHIPPED:
-            role = {weights_io.DEFAULT_WEIGHTS: " (default for images and folders)",
-                    weights_io.DEFAULT_VIDEO_WEIGHTS: " (default for video files)"}.get(name, "")
+            role = {weights_io.DEFAULT_WEIGHTS: " (default for images and folders of images)",
+                    weights_io.DEFAULT_VIDEO_WEIGHTS: " (default for videos and folders holding one)"}.get(name, "")
             lines = _describe(name + role, weights_io.load(name))
             typer.echo("\n".join(lines))
         typer.echo("how each was trained and its measured quality: weights/MODEL_CARD.md")

@@ -29,11 +29,18 @@ def default_output(src: Path, scale: int) -> Path:
 
 
 def default_weights(src: Path, tile: int = 0) -> str:
-    """The model for an input without --weights: the video model for a video file (it uses the frames before each
-    one), the single-frame model for an image, a folder, or when --tile asks for tiles (a video model never tiles)."""
+    """The model for an input without --weights: the video model for a video file or a folder holding one (it uses
+    the frames before each one, and gives an image the single-frame model's picture), the single-frame model for an
+    image, a folder of images only, or when --tile asks for tiles (a video model never tiles)."""
     from vsr.images import is_image_path
+    from vsr.video import is_video_path
 
-    return DEFAULT_WEIGHTS if tile or src.is_dir() or is_image_path(src) else DEFAULT_VIDEO_WEIGHTS
+    if tile:
+        return DEFAULT_WEIGHTS
+    if src.is_dir():
+        videos = any(p.is_file() and is_video_path(p) for p in src.iterdir())
+        return DEFAULT_VIDEO_WEIGHTS if videos else DEFAULT_WEIGHTS
+    return DEFAULT_WEIGHTS if is_image_path(src) else DEFAULT_VIDEO_WEIGHTS
 
 
 def summary(r: Result, device: str, precision: str, model: str) -> str:
@@ -104,7 +111,7 @@ def progress_display(quiet: bool) -> tqdm | LineProgress:
 def upscale(
     input: Annotated[Path, typer.Argument(help="Video file, image file, or folder of them.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file or folder (default: INPUT_x4.EXT, or _x2 etc. for other scales).")] = None,
-    weights: Annotated[Optional[str], typer.Option(help=f"Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel) (default: {DEFAULT_VIDEO_WEIGHTS} for a video file, {DEFAULT_WEIGHTS} for an image, a folder, or with --tile).", show_default=False)] = None,
+    weights: Annotated[Optional[str], typer.Option(help=f"Shipped model name, a .pt from `vsr train export`, or a community model file (.pth/.pt/.ckpt/.safetensors, read by spandrel) (default: {DEFAULT_VIDEO_WEIGHTS} for a video file or a folder holding one, {DEFAULT_WEIGHTS} for an image, a folder of images, or with --tile).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N; for --jobs also a list cuda:0,cuda:1 or cuda:all.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16 (auto: bf16 where the device has it).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames per model batch; a temporal model runs this many segments side by side (0 = auto: from the frame size and free memory).")] = 0,
