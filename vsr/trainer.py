@@ -38,9 +38,9 @@ from vsr.inference import Upscaler
 from vsr.losses import (LOSSES, content_weights, discriminator_loss, generator_adversarial, log_mse, parse_schedule,
                         uses_gan, vgg_loss)
 from vsr.metrics import psnr
-from vsr.models import Discriminator, FlowFusedSRResNet, RecurrentSRResNet
+from vsr.models import Discriminator
 from vsr.models.flowfuse import from_srresnet as flow_from_srresnet
-from vsr.models.recurrent import Unrolled, from_srresnet
+from vsr.models.recurrent import FreezableCore, Unrolled, from_srresnet
 from vsr.report import comparison, line_plot
 from vsr.sequences import Motion, SequenceSampler, clip_sources, load_clip
 
@@ -312,10 +312,10 @@ def setup(cfg: TrainConfig, *, resume: bool) -> Run:
 
 
 def _param_groups(gen: nn.Module, core_lr: float) -> list[dict[str, Any]]:
-    """The generator's Adam groups: one, or for a recurrent one with ``core_lr`` < 1 the SRResNet core apart at
+    """The generator's Adam groups: one, or for a temporal one with ``core_lr`` < 1 the SRResNet core apart at
     that fraction of the learning rate (``lr_scale``); at 0 the core is frozen (``freeze_core``: not optimised,
     its batch norms' statistics kept)."""
-    if core_lr == 1.0 or not isinstance(gen, (RecurrentSRResNet, FlowFusedSRResNet)):
+    if core_lr == 1.0 or not isinstance(gen, FreezableCore):
         return [{"params": list(gen.parameters()), "lr_scale": 1.0}]
     core = list(gen.core.parameters())
     ids = {id(p) for p in core}

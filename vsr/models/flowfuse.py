@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsr.models.recurrent import State, check_state
+from vsr.models.recurrent import FreezableCore, State, check_state
 from vsr.models.srresnet import SRResNet
 
 DIS_PRESETS = ("ultrafast", "fast", "medium")
@@ -90,7 +90,7 @@ def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(img.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class FlowFusedSRResNet(nn.Module):
+class FlowFusedSRResNet(FreezableCore):
     """x``scale`` streaming generator: input RGB in [0, 1] and a state, output RGB in [-1, 1] and the next state.
 
     ``core`` is an SRResNet (its tensors under ``core.``, the only learned ones); ``alpha`` (0-1) is how much of
@@ -110,19 +110,6 @@ class FlowFusedSRResNet(nn.Module):
         self.state_channels = (3, 3 * scale * scale, 1)
         self.fusion = FusionNet(scale, fusion, fusion_layers) if fusion else None
         self.fusion_layers = fusion_layers
-        self.core_frozen = False
-
-    def freeze_core(self) -> FlowFusedSRResNet:
-        """Train only the fusion: the core's tensors stop learning and its batch norms stay in eval mode."""
-        self.core_frozen = True
-        self.core.requires_grad_(False)
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> FlowFusedSRResNet:
-        super().train(mode)
-        if self.core_frozen:
-            self.core.eval()
-        return self
 
     @property
     def arch(self) -> str:
@@ -153,10 +140,7 @@ class FlowFusedSRResNet(nn.Module):
         if state is None:
             state = self.initial_state(lr)
         self.check_state(state, lr)
-        if self.core_frozen:
-            with torch.no_grad():
-                sr = self.core(lr).float()
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.core_frozen):  # frozen: no graph to keep
             sr = self.core(lr).float()
         prev_lr, prev_out, seen = state
         cur_y, prev_y = _luma_u8(lr), _luma_u8(prev_lr)

@@ -30,7 +30,27 @@ CUT_BINS = 32
 CUT_THRESHOLD = 0.2
 
 
-class RecurrentSRResNet(nn.Module):
+class FreezableCore(nn.Module):
+    """A temporal generator around an SRResNet ``core`` whose core can be frozen (``vsr train --core-lr 0``)."""
+
+    core: SRResNet
+    core_frozen: bool = False
+
+    def freeze_core(self) -> FreezableCore:
+        """Train only the temporal layers: the core's tensors stop learning and its batch norms stay in eval
+        mode (their running statistics unchanged) whatever ``train()`` says."""
+        self.core_frozen = True
+        self.core.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> FreezableCore:
+        super().train(mode)
+        if self.core_frozen:
+            self.core.eval()
+        return self
+
+
+class RecurrentSRResNet(FreezableCore):
     """x``scale`` streaming generator. Input: RGB in [0, 1] and a state. Output: RGB in [-1, 1] and the next state.
 
     ``core`` is an SRResNet (the same names and tensors as a plain one, under ``core.``); ``temporal`` is
@@ -53,20 +73,6 @@ class RecurrentSRResNet(nn.Module):
         self.to_hidden = nn.Conv2d(channels, hidden, 3, padding=1) if feedback else None
         nn.init.zeros_(self.temporal.weight)
         nn.init.zeros_(self.temporal.bias)
-        self.core_frozen = False
-
-    def freeze_core(self) -> RecurrentSRResNet:
-        """Train only the temporal layers: the core's tensors stop learning and its batch norms stay in eval
-        mode (their running statistics unchanged) whatever ``train()`` says."""
-        self.core_frozen = True
-        self.core.requires_grad_(False)
-        return self.train(self.training)
-
-    def train(self, mode: bool = True) -> RecurrentSRResNet:
-        super().train(mode)
-        if self.core_frozen:
-            self.core.eval()
-        return self
 
     @property
     def arch_kwargs(self) -> dict[str, int]:
