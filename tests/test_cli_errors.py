@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from clips import make_clip, probe
+from conftest import X264_RERUN
 from typer.testing import CliRunner
 
 from vsr.cli import app
@@ -318,6 +319,7 @@ def test_sigterm_keeps_the_finished_segments_says_how_to_resume_and_the_rerun_do
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "tiny.pt"]
 
 
+@X264_RERUN
 @pytest.mark.slow
 def test_sigkill_mid_run_then_a_rerun_makes_the_same_video_packets(tmp_path: Path, tiny_weights: Path):
     """kill -9 leaves the cut segment's temp file and the lock of a dead pid: the rerun removes both, redoes that

@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 from clips import make_clip
+from conftest import X264_RERUN
 from typer.testing import CliRunner
 
 from vsr.cli import app
@@ -28,6 +29,7 @@ def packets(path: Path, kind: str) -> list[tuple]:
         return [(p.pts, p.dts, bytes(p)) for p in c.demux(streams[0]) if p.size] if streams else []
 
 
+@X264_RERUN
 def test_two_workers_make_the_same_file_as_one_process(tmp_path: Path, tiny_weights: Path):
     src = make_clip(tmp_path / "in.mkv", frames=60, width=48, height=32, fps=12, audio="aac", subtitles=True)
     one = upscale(src, "-o", tmp_path / "one.mkv", "--weights", tiny_weights, "--segment", "1")
@@ -68,6 +70,7 @@ def test_devices_for_workers():
     assert res.exit_code == 1 and "--jobs must be at least 1" in res.stderr
 
 
+@X264_RERUN
 @pytest.mark.slow
 def test_ray_on_a_local_instance_makes_the_same_files(tmp_path: Path, tiny_weights: Path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")

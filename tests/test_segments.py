@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from clips import make_clip
-from conftest import tiny_model, tiny_temporal
+from conftest import X264_RERUN, tiny_model, tiny_temporal
 
 from vsr.errors import VsrError
 from vsr.inference import Upscaler
@@ -100,6 +100,7 @@ def interrupt_after(frames: int):
     return progress
 
 
+@X264_RERUN
 def test_an_interrupted_run_resumes_and_makes_the_same_packets(tmp_path: Path):
     src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio="aac")
     make_engine(0.75).upscale_video(src, tmp_path / "whole.mkv")
@@ -143,6 +144,7 @@ def test_a_changed_input_model_or_setting_is_refused_and_restart_discards(tmp_pa
         make_engine(0.75).upscale_video(src, tmp_path / "new.mkv", resume=True)
 
 
+@X264_RERUN
 @pytest.mark.parametrize("damage", ["flip", "cut"])
 def test_a_damaged_segment_is_made_again_not_joined(tmp_path: Path, damage: str):
     src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio=None)
@@ -261,6 +263,7 @@ def test_a_temporal_model_streams_each_segment_from_its_warm_up_frames(tmp_path:
     assert not all((a == b).all() for a, b in zip(got[9:], stream(lr)[9:]))  # (the warm-up starts are real)
 
 
+@X264_RERUN
 def test_a_temporal_model_runs_segments_side_by_side(tmp_path: Path, monkeypatch):
     """With a batch of 3, three segments share each model call (frame t of each) and a finished one makes room
     for the next; the file is the one segments run one after another make (the same pictures, frames, audio)."""
@@ -288,6 +291,7 @@ def test_a_temporal_model_runs_segments_side_by_side(tmp_path: Path, monkeypatch
     assert leftovers(tmp_path) == []
 
 
+@X264_RERUN
 def test_an_interrupted_side_by_side_run_keeps_its_finished_segments_and_resumes(tmp_path: Path):
     src = make_clip(tmp_path / "in.mkv", frames=40, fps=12, audio="aac")
     _temporal_engine(0.75, batch=3).upscale_video(src, tmp_path / "whole.mkv")
