@@ -19,11 +19,12 @@ from vsr.weights import save  # noqa: E402
 # machine's cores are busy with something else.
 torch.set_num_threads(1)
 
-# For tests that compare two separate x264 encodes of the same frames byte for byte. libx264 (through
-# PyAV) gives the same bytes on an idle machine, but on some AVX512 machines with other work on their cores
-# it was seen to give another encode now and then (2-4 in 150 encodes of one tiny clip; `no-asm` stopped
-# it): CI failed once on that, at one packet of 60. A real mismatch (a segment joined twice, a frame lost,
-# another model) fails every run; a rare encoder variation passes on a rerun, which makes both files again.
+# For tests that compare two separate x264 encodes of the same frames exactly (packet bytes, or timestamps
+# and pictures within a level). libx264 (through PyAV) gives the same bytes on an idle machine, but on some
+# AVX512 machines with other work on their cores it was seen to give another encode now and then (2-4 in
+# 150 encodes of one tiny clip; `no-asm` stopped it): CI failed once on that, at one packet of 60. A real
+# mismatch (a segment joined twice, a frame lost, another model) fails every run; a rare encoder variation
+# passes on a rerun, which makes both files again.
 X264_RERUN = pytest.mark.flaky(reruns=2, only_rerun=["AssertionError"])
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
